@@ -1,0 +1,50 @@
+"""CIFAR-10 data layer: acquisition, decoding and cache; stratified splits; batched augmentation."""
+
+from cifarlab.data.augment import (
+    BatchAugment,
+    crop,
+    crop_flip,
+    cutout,
+    cutout_at,
+    hflip,
+    normalize,
+    random_crop,
+    random_flip,
+)
+from cifarlab.data.cifar10 import (
+    CIFAR10_MD5,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR10_URL,
+    CLASSES,
+    CifarArrays,
+    default_cache_dir,
+    default_data_dir,
+    download_archive,
+    load_cifar10,
+)
+from cifarlab.data.splits import Splits, make_splits
+
+__all__ = [
+    "CIFAR10_MD5",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR10_URL",
+    "CLASSES",
+    "BatchAugment",
+    "CifarArrays",
+    "Splits",
+    "crop",
+    "crop_flip",
+    "cutout",
+    "cutout_at",
+    "default_cache_dir",
+    "default_data_dir",
+    "download_archive",
+    "hflip",
+    "load_cifar10",
+    "make_splits",
+    "normalize",
+    "random_crop",
+    "random_flip",
+]

@@ -1,0 +1,1 @@
+"""Training engine: trainer, evaluation, checkpoints, metrics, optimizers, schedules and losses."""

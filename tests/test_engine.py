@@ -1,0 +1,210 @@
+"""Training engine on synthetic, learnable data: outputs, determinism, resume equivalence, early stopping,
+divergence, evaluation. Tiny model, a few hundred images: each test takes seconds."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from cifarlab.config import load_config
+from cifarlab.data import CifarArrays
+from cifarlab.engine.checkpoint import load_checkpoint
+from cifarlab.engine.evaluate import evaluate_checkpoint
+from cifarlab.engine.trainer import train
+from cifarlab.errors import CheckpointError
+from cifarlab.models import create
+from cifarlab.models.summary import count_params
+
+
+def synthetic_cifar(n_train: int = 600, n_test: int = 200, seed: int = 0) -> CifarArrays:
+    """Class k = a square of class-specific colour at a random place on noise: learnable in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    palette = torch.tensor([[250, 30, 30], [30, 250, 30], [30, 30, 250], [250, 250, 30], [250, 30, 250],
+                            [30, 250, 250], [250, 250, 250], [140, 30, 30], [30, 140, 30], [30, 30, 140]],
+                           dtype=torch.uint8)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % 10
+        x = torch.randint(0, 100, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        pos = torch.randint(0, 22, (n, 2), generator=g)
+        for i in range(n):  # test data only: per-image Python is fine here
+            r, c = pos[i].tolist()
+            x[i, :, r : r + 10, c : c + 10] = palette[y[i]].view(3, 1, 1)
+        return x, y.long()
+
+    train_x, train_y = make(n_train)
+    test_x, test_y = make(n_test)
+    return CifarArrays(train_x, train_y, test_x, test_y, source="synthetic")
+
+
+TINY = [
+    "model.name=quick_cnn",
+    "model.options.widths=[8, 16, 16]",
+    "data.val_size=100",
+    "train.batch_size=50",
+    "train.eval_batch_size=100",
+    "optim.lr=0.05",
+    "sched.name=cosine",
+    "augment.crop_padding=2",
+]
+
+
+def cfg_with(*overrides: str):
+    return load_config(overrides=[*TINY, *overrides])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_cifar()
+
+
+def test_run_directory_contents_and_learning(tmp_path, data):
+    cfg = cfg_with("train.epochs=4")
+    summary = train(cfg, tmp_path / "run", data=data, progress=False)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "env.json", "steps.csv", "epochs.csv", "summary.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    assert summary == json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["train_images"] == 500 and summary["val_images"] == 100 and summary["test_images"] == 200
+    assert summary["params"] == count_params(create("quick_cnn", widths=[8, 16, 16]))
+    assert summary["macs"] > 0
+    assert summary["test_acc"] > 0.8  # chance is 0.1
+    assert summary["epochs_run"] == 4 and summary["steps"] == 4 * 10
+    assert sum(sum(r) for r in summary["confusion"]) == 200
+    with (run / "steps.csv").open() as f:
+        steps = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in steps] == list(range(1, 41))
+    with (run / "epochs.csv").open() as f:
+        epochs = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in epochs] == [1, 2, 3, 4]
+    assert float(epochs[-1]["train_loss"]) < float(epochs[0]["train_loss"])
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["epoch"] == 4 and state["step"] == 40
+
+
+def test_logged_lr_follows_schedule(tmp_path, data):
+    summary = train(cfg_with("train.epochs=2", "sched.name=step", "sched.step_size=1", "sched.gamma=0.5"),
+                    tmp_path / "r", data=data, progress=False)
+    with (tmp_path / "r" / "steps.csv").open() as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert lrs == [0.05] * 10 + [0.025] * 10
+    assert summary["status"] == "completed"
+
+
+def _weights(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+def _strip_seconds(path):
+    with path.open() as f:
+        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in csv.DictReader(f)]
+
+
+def test_same_seed_same_numbers(tmp_path, data):
+    cfg = cfg_with("train.epochs=2", "model.options.dropout=0.2")
+    a = train(cfg, tmp_path / "a", data=data, progress=False)
+    b = train(cfg, tmp_path / "b", data=data, progress=False)
+    assert a["test_loss"] == b["test_loss"] and a["final_train_loss"] == b["final_train_loss"]
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = train(cfg_with("train.epochs=2", "model.options.dropout=0.2", "train.seed=1"), tmp_path / "c",
+              data=data, progress=False)
+    assert c["final_train_loss"] != a["final_train_loss"]
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, data):
+    cfg = cfg_with("train.epochs=3", "model.options.dropout=0.1", "augment.cutout=8")
+    full = train(cfg, tmp_path / "full", data=data, progress=False)
+
+    def interrupt(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "part", data=data, progress=False, on_epoch_end=interrupt)
+    assert not (tmp_path / "part" / "summary.json").exists()
+    resumed = train(cfg, tmp_path / "part", resume=True, data=data, progress=False)
+
+    for key in ("test_loss", "test_acc", "final_train_loss", "final_val_acc", "best_epoch", "steps"):
+        assert resumed[key] == full[key], key
+    wf, wr = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert _strip_seconds(tmp_path / "part" / "steps.csv") == _strip_seconds(tmp_path / "full" / "steps.csv")
+    assert _strip_seconds(tmp_path / "part" / "epochs.csv") == _strip_seconds(tmp_path / "full" / "epochs.csv")
+
+
+def test_resume_of_finished_run_does_not_touch_test_set_again(tmp_path, data):
+    cfg = cfg_with("train.epochs=1")
+    first = train(cfg, tmp_path / "r", data=data, progress=False)
+    mtime = (tmp_path / "r" / "summary.json").stat().st_mtime_ns
+    again = train(cfg, tmp_path / "r", resume=True, data=data, progress=False)
+    assert again == first
+    assert (tmp_path / "r" / "summary.json").stat().st_mtime_ns == mtime
+
+
+def test_resume_can_extend_epochs_but_not_change_config(tmp_path, data):
+    train(cfg_with("train.epochs=1"), tmp_path / "r", data=data, progress=False)
+    longer = train(cfg_with("train.epochs=2"), tmp_path / "r", resume=True, data=data, progress=False)
+    assert longer["epochs_run"] == 2
+    with pytest.raises(CheckpointError, match="another config"):
+        train(cfg_with("train.epochs=3", "optim.lr=0.5"), tmp_path / "r", resume=True, data=data, progress=False)
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, data):
+    train(cfg_with("train.epochs=1"), tmp_path / "r", data=data, progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
+        train(cfg_with("train.epochs=1"), tmp_path / "r", data=data, progress=False)
+
+
+def test_early_stopping_and_best_weights(tmp_path, data):
+    # LR so small that validation accuracy soon stops improving.
+    cfg = cfg_with("train.epochs=30", "optim.lr=1e-6", "sched.name=constant", "train.early_stopping.patience=2",
+                   "train.test_weights=best")
+    summary = train(cfg, tmp_path / "r", data=data, progress=False)
+    assert summary["status"] == "early_stopped"
+    assert summary["epochs_run"] == summary["best_epoch"] + 2 < 30
+    best = load_checkpoint(tmp_path / "r" / "checkpoints" / "best.pt")
+    assert best["epoch"] == summary["best_epoch"]
+    assert summary["test_weights"] == "best"
+    # eval of the best checkpoint reproduces the test accuracy the run reported
+    result = evaluate_checkpoint_on(tmp_path / "r", "best", data)
+    assert result == pytest.approx(summary["test_acc"])
+
+
+def evaluate_checkpoint_on(run_dir, weights, data, monkeypatch=None):
+    import cifarlab.engine.evaluate as ev
+
+    original = ev.load_cifar10
+    ev.load_cifar10 = lambda *a, **k: data
+    try:
+        return evaluate_checkpoint(run_dir, weights=weights, device="cpu")["test_acc"]
+    finally:
+        ev.load_cifar10 = original
+
+
+def test_eval_matches_final_test_accuracy(tmp_path, data):
+    summary = train(cfg_with("train.epochs=2"), tmp_path / "r", data=data, progress=False)
+    assert evaluate_checkpoint_on(tmp_path / "r", "last", data) == pytest.approx(summary["test_acc"])
+
+
+def test_divergence_is_recorded(tmp_path, data):
+    cfg = cfg_with("train.epochs=3", "model.options.norm=none", "optim.lr=1e8", "optim.weight_decay=0",
+                   "sched.name=constant", "train.log_every=2")
+    summary = train(cfg, tmp_path / "r", data=data, progress=False)
+    assert summary["status"] == "diverged"
+    assert "loss became" in summary["error"]
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_no_validation_split(tmp_path, data):
+    summary = train(cfg_with("train.epochs=1", "data.val_size=0"), tmp_path / "r", data=data, progress=False)
+    assert summary["val_images"] == 0 and summary["best_epoch"] is None
+    assert summary["final_val_acc"] is None  # NaN written as null
+    assert summary["test_acc"] > 0.1
