@@ -20,6 +20,7 @@ from cifarlab.models import (
     model_info,
 )
 from cifarlab.models.layers import ACTIVATIONS, INIT_SCHEMES, init_weights, make_activation, make_norm2d
+from cifarlab.models.resnet import BasicBlock, Bottleneck, PreActBlock
 
 VGG_A_CONVS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
@@ -252,6 +253,38 @@ def test_option_variants_build_and_run(name: str, options: dict) -> None:
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("block", [BasicBlock, Bottleneck, PreActBlock])
+@pytest.mark.parametrize(("cin", "stride"), [(16, 1), (8, 2)])
+def test_shortcut_wiring(block: type[nn.Module], cin: int, stride: int) -> None:
+    """With the residual branch's last layer zeroed, a block reduces to its shortcut (then act, post-act nets)."""
+    torch.manual_seed(0)
+    blk = block(cin, 16, stride).eval()
+    last = [m for m in blk.body if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))][-1]
+    nn.init.zeros_(last.weight)
+    x = torch.randn(2, cin, 8, 8)
+    with torch.no_grad():
+        short = x if cin == 16 and stride == 1 else blk.shortcut(blk.pre(x) if block is PreActBlock else x)
+        expected = short if block is PreActBlock else torch.relu(short)
+        assert torch.allclose(blk(x), expected, atol=1e-6)
+        blk.shortcut = None  # residual off: the zeroed branch leaves nothing
+        assert torch.count_nonzero(blk(x)) == 0
+
+
+def test_quick_cnn_layers() -> None:
+    types = [type(m).__name__ for m in create("quick_cnn")]
+    stage = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert types == stage * 3 + ["AdaptiveMaxPool2d", "Flatten", "Linear"]
+    assert not any(m.bias is not None for m in create("quick_cnn") if isinstance(m, nn.Conv2d))
+
+
+def test_layer_table_counts_shared_modules_once() -> None:
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(nn.Flatten(), shared, nn.ReLU(), shared)
+    rows = layer_table(model, (1, 4))
+    assert [r["name"] for r in rows] == ["0", "1", "2", "1"]
+    assert sum(r["params"] for r in rows) == count_params(model) == 20
+
+
 def test_residual_off_drops_exactly_the_projection_shortcuts() -> None:
     projections = sum(cin * cout + 2 * cout for cin, cout in ((64, 128), (128, 256), (256, 512)))
     assert count_params(create("resnet18", residual=False)) == 11_173_962 - projections
@@ -289,6 +322,8 @@ def test_negative_slope_only_for_leaky() -> None:
     assert next(m for m in leaky.modules() if isinstance(m, nn.LeakyReLU)).negative_slope == 0.2
     with pytest.raises(ConfigError, match="leaky_relu"):
         create("vgg_a", negative_slope=0.2)
+    slopes = {m.negative_slope for m in create("cnn3").modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.1}
 
 
 ACTIVATION_TYPES = {

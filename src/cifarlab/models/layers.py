@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-# name -> (constructor, keyword options it accepts). One table so the error message can list them all.
+# name -> constructor; its keyword arguments are the options the activation accepts (others: ValueError).
 # Activations are never in-place: several blocks (pre-activation, identity shortcuts, DPN's split) still need
 # the input of the activation, and an in-place op there silently corrupts the gradient.
 _ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
