@@ -60,6 +60,8 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never read or write the user's real data/cache dirs, even through a default."""
     monkeypatch.setenv("CIFARLAB_DATA", str(tmp_path / "env-data"))
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "env-cache"))
+    for var in ("no_proxy", "NO_PROXY"):  # a proxy from the environment must not intercept 127.0.0.1
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -170,7 +172,7 @@ def serve() -> Iterator[Callable[[Path], str]]:
     def start(file: Path) -> str:
         handler = functools.partial(Quiet, directory=str(file.parent))
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}/{file.name}"
 

@@ -5,8 +5,8 @@ This is the hot loop of training, so nothing here loops over images in Python:
 * random crop (after reflect/zero padding) and horizontal flip are ONE gather on the uint8 batch: each output
   pixel's source row/column is computed with per-sample index arithmetic (padding is folded into the index
   math, so no padded copy is made; a flip just reverses the column index of the flipped samples);
-* normalisation is one multiply-add with ``1/(255*std)`` and ``-mean/std`` folded together, written straight
-  into the requested memory format;
+* normalisation is an exact uint8 -> float32 copy plus one fused multiply-add with ``1/(255*std)`` and
+  ``-mean/std`` folded together, in the requested memory format (channels_last without a float transpose);
 * cutout is a broadcast mask applied after normalisation (so the square becomes the data-set mean).
 
 All randomness comes from the caller's ``torch.Generator`` (on the batch's device), so a run is reproducible
@@ -30,26 +30,20 @@ def _fill_rect_(
 ) -> None:
     """In place: ``x[b, :, i, j] = value`` where ``rows[b, i] & cols[b, j]`` (where NOT, if ``outside``).
 
-    ``rows`` (B, H) and ``cols`` (B, W) are bool. The mask is laid out like x's memory so the fill runs over
-    long contiguous rows: a (B, 1, H, W) mask broadcast over an NHWC tensor's innermost C=3 is ~5x slower.
+    ``rows`` (B, H) and ``cols`` (B, W) are bool. Masks are laid out like x's memory so fills run over long
+    contiguous rows: a (B, 1, H, W) mask broadcast over an NHWC tensor's innermost C=3 is much slower.
     """
     b, c, h, w = x.shape
-    if x.is_contiguous():
-        shape: tuple[int, ...] = (b, 1, h, w)  # broadcast over channels, inner dim W
-    elif x.is_contiguous(memory_format=torch.channels_last):
-        x = x.permute(0, 2, 3, 1).reshape(b, h, w * c)  # a view: rows of W*C values
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        x = x.permute(0, 2, 3, 1).view(b, 1, h, w * c)  # rows of W*C values, same memory
         cols = cols.repeat_interleave(c, dim=1)  # one flag per value of an NHWC row
-        shape = (b, h, w * c)
-    else:
-        x.masked_fill_(_outer(rows, cols, outside).unsqueeze(1), value)
-        return
-    x.masked_fill_(_outer(rows, cols, outside).view(shape), value)
-
-
-def _outer(rows: torch.Tensor, cols: torch.Tensor, outside: bool) -> torch.Tensor:
+    r, q = rows.view(b, 1, h, 1), cols.view(b, 1, 1, -1)
     if outside:
-        return (~rows).unsqueeze(2) | (~cols).unsqueeze(1)
-    return rows.unsqueeze(2) & cols.unsqueeze(1)
+        # NOT(row AND col) = NOT row OR NOT col: two broadcast fills, no full-size mask.
+        x.masked_fill_(~r, value)
+        x.masked_fill_(~q, value)
+    else:
+        x.masked_fill_(r & q, value)
 
 
 def _check_images(x: torch.Tensor) -> None:
@@ -96,12 +90,12 @@ def crop_flip(
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
     b, c, h, w = x.shape
+    dev = x.device
+    if dx is None or dy is None:
+        zeros = torch.zeros(b, dtype=torch.long, device=dev)
+        padding, dx, dy = 0, zeros, zeros
     if pad_mode == "reflect" and padding >= min(h, w):
         raise ValueError(f"reflect padding {padding} needs images larger than {padding}, got {h}x{w}")
-    dev = x.device
-    zeros = torch.zeros(b, dtype=torch.long, device=dev)
-    if dx is None or dy is None:
-        padding, dx, dy = 0, zeros, zeros
     rows = torch.arange(h, device=dev).expand(b, h)
     cols = torch.arange(w, device=dev).expand(b, w)
     if flip is not None:

@@ -344,7 +344,7 @@ def _fingerprint(kind: str, path: Path, expected_sizes: tuple[int, int]) -> str:
     files = [path] if kind == "archive" else [path / n for n in TRAIN_BATCHES + TEST_BATCHES]
     for f in files:
         st = f.stat()
-        h.update(f"|{f.name}:{st.st_size}".encode())
+        h.update(f"|{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 
