@@ -194,6 +194,13 @@ def test_eval_matches_final_test_accuracy(tmp_path, data):
     assert evaluate_checkpoint_on(tmp_path / "r", "last", data) == pytest.approx(summary["test_acc"])
 
 
+def test_eval_uses_ema_weights_and_tta_like_the_run(tmp_path, data):
+    summary = train(cfg_with("train.epochs=2", "train.ema_decay=0.9", "train.tta=flip"), tmp_path / "r",
+                    data=data, progress=False)
+    assert summary["test_averaged"] == "ema" and summary["tta"] == "flip"
+    assert evaluate_checkpoint_on(tmp_path / "r", "last", data) == pytest.approx(summary["test_acc"])
+
+
 def test_divergence_is_recorded(tmp_path, data):
     cfg = cfg_with("train.epochs=3", "model.options.norm=none", "optim.lr=1e8", "optim.weight_decay=0",
                    "sched.name=constant", "train.log_every=2")

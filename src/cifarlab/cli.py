@@ -92,6 +92,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tested_weights(summary: dict[str, Any]) -> str:
+    """E.g. "last weights", "best weights, EMA, TTA flip": what exactly the test accuracy was measured on."""
+    parts = [f"{summary.get('test_weights', '-')} weights"]
+    if summary.get("test_averaged"):
+        parts.append(str(summary["test_averaged"]).upper())
+    if summary.get("tta") not in (None, "none"):
+        parts.append(f"TTA {summary['tta']}")
+    return ", ".join(parts)
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -117,7 +127,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ("best val acc (epoch)", f"{pct(summary['best_val_acc'])} ({summary['best_epoch']})"),
         ("final train loss / acc", f"{num(summary.get('final_train_loss'))} / {pct(summary.get('final_train_acc'))}"),
         ("final val loss / acc", f"{num(summary.get('final_val_loss'))} / {pct(summary.get('final_val_acc'))}"),
-        (f"test loss / acc ({summary.get('test_weights', '-')} weights)",
+        (f"test loss / acc ({_tested_weights(summary)})",
          f"{num(summary.get('test_loss'))} / {pct(summary.get('test_acc'))}"),
     ]
     for k, v in rows:

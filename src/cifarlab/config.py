@@ -40,6 +40,10 @@ class AugmentConfig:
     pad_mode: Literal["reflect", "zeros"] = "reflect"
     flip: bool = True  # random horizontal flip
     cutout: int = 0  # side of a random square set to zero (after normalisation: the mean); 0 disables
+    # Batch-level mixing (engine/mixing.py): each batch is paired with itself reversed; targets become soft.
+    mixup_alpha: float = 0.0  # mixup: x = lam*x + (1-lam)*x[::-1], lam ~ Beta(alpha, alpha); 0 disables
+    cutmix_alpha: float = 0.0  # cutmix: paste a box of x[::-1], lam = kept-area fraction; 0 disables
+    mix_prob: float = 1.0  # probability that a batch is mixed (with both on, mixup or cutmix 50/50)
 
 
 @dataclass
@@ -50,31 +54,57 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: Literal["cross_entropy"] = "cross_entropy"
-    label_smoothing: float = 0.0
+    # Every loss takes int64 class indices or float (B, 10) probability rows (mixup/cutmix); see docs/strategies.md.
+    name: Literal[
+        "cross_entropy", "label_smoothing", "nll", "focal", "mse", "bce", "multilabel_soft_margin"
+    ] = "cross_entropy"
+    label_smoothing: float = 0.0  # eps: targets become (1-eps)*target + eps/10 (any loss; > 0 for label_smoothing)
+    focal_gamma: float = 2.0  # focal: -alpha_y * (1-p_y)^gamma * log p_y; gamma 0 is cross-entropy
+    focal_alpha: float | list[float] | None = None  # focal: null, one weight, or one weight per class (10)
+    mse_on: Literal["logits", "softmax"] = "softmax"  # mse: squared error of logits or of softmax vs one-hot
 
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    name: Literal[
+        "sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "scratch_sgd", "signum"
+    ] = "sgd"
     lr: float = 0.05
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
+    momentum: float = 0.9  # sgd, scratch_sgd; signum: beta of m = beta*m + (1-beta)*g
+    nesterov: bool = False  # sgd, scratch_sgd
     betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw
-    eps: float = 1e-8  # adam/adamw
-    weight_decay: float = 5e-4  # torch semantics: added to the gradient (sgd, adam), decoupled (adamw)
+    eps: float | None = None  # adam/adamw/rmsprop/adagrad/adadelta; null: torch's default of each (1e-8, 1e-8,
+    #                           1e-8, 1e-10, 1e-6): adadelta's step scales with sqrt(eps), one value does not fit all
+    weight_decay: float = 5e-4  # torch semantics: added to the gradient (sgd, adam, ...), decoupled (adamw)
     grad_clip: float = 0.0  # clip the global gradient norm to this value; 0 disables
+    alpha: float = 0.99  # rmsprop: smoothing constant of the squared-gradient average
+    rho: float = 0.9  # adadelta: smoothing constant
+    l1: float = 0.0  # adds l1 * sum|w| to the training loss
+    l2: float = 0.0  # adds l2/2 * sum w^2 to the training loss (through the gradient: never decoupled)
+    no_decay_bn_bias: bool = False  # exclude parameters with ndim <= 1 (BN weights/biases, biases) from decay/l1/l2
+    bn_bias_lr_mult: float = 1.0  # LR multiplier of the parameters with ndim <= 1 (BN weights/biases, biases)
+    lookahead_k: int = 0  # Lookahead: sync slow weights every k optimizer steps; 0 disables
+    lookahead_alpha: float = 0.5  # Lookahead: slow += alpha * (fast - slow)
 
 
 @dataclass
 class SchedulerConfig:
-    name: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
-    interval: Literal["auto", "step", "epoch"] = "auto"  # auto: per step for smooth schedules, per epoch for step
-    warmup_epochs: float = 0.0  # linear warm-up from ~0 to optim.lr (cosine and constant)
+    name: Literal[
+        "constant", "step", "multistep", "exponential", "plateau", "cosine", "cosine_restarts",
+        "warmup_cosine", "warmup_linear", "onecycle",
+    ] = "cosine"
+    interval: Literal["auto", "step", "epoch"] = "auto"  # auto: per epoch for step/multistep/exponential/plateau
+    warmup_epochs: float = 0.0  # linear warm-up from ~0 to optim.lr (all but onecycle; > 0 for warmup_*)
     step_size: int = 10  # step: epochs between decays
-    gamma: float = 0.1  # step: decay factor
-    min_lr: float = 0.0  # cosine: floor
+    gamma: float = 0.1  # step/multistep: decay factor; exponential: factor per epoch
+    milestones: list[int] = field(default_factory=list)  # multistep: epochs at which the LR is multiplied by gamma
+    min_lr: float = 0.0  # cosine/warmup_*/cosine_restarts: floor; plateau: lowest LR
     pct_start: float = 0.25  # onecycle: fraction of training spent increasing the LR
+    t_0: int = 10  # cosine_restarts: epochs of the first cycle
+    t_mult: int = 1  # cosine_restarts: each cycle is t_mult times longer than the previous one
+    plateau_factor: float = 0.1  # plateau: LR multiplied by this when validation loss stalls
+    plateau_patience: int = 5  # plateau: epochs without improvement tolerated; the next one reduces the LR
+    plateau_threshold: float = 1e-4  # plateau: improvement means val_loss < best * (1 - threshold)
 
 
 @dataclass
@@ -98,6 +128,12 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     test_weights: Literal["last", "best"] = "last"  # weights evaluated on the test set at the end
     log_every: int = 20  # steps between progress-bar refreshes (each one syncs the device)
+    grad_accum_steps: int = 1  # micro-batches of batch_size per optimizer step (effective batch = product)
+    ema_decay: float = 0.0  # EMA of weights and BN buffers, used for validation/test; 0 disables
+    swa_start_epoch: int | None = None  # SWA: average the weights at the end of this epoch (1-based) and later ones
+    swa_lr: float | None = None  # SWA: constant LR from swa_start_epoch on (null: keep the schedule)
+    tta: Literal["none", "flip", "flip_shift"] = "none"  # test-time augmentation of validation and test
+    tta_shift: int = 1  # flip_shift: pixels of the diagonal shifts (+s,+s) and (-s,-s)
 
 
 @dataclass
@@ -310,9 +346,28 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
     need(o.grad_clip >= 0, "optim.grad_clip", o.grad_clip, ">= 0 (0 disables)")
     need(all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "two numbers in [0, 1)")
-    need(not (o.nesterov and (o.name != "sgd" or o.momentum == 0)), "optim.nesterov", o.nesterov,
-         "false unless optim.name is sgd with momentum > 0")
-    need(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing", cfg.loss.label_smoothing, "0 <= x < 1")
+    need(not (o.nesterov and (o.name not in ("sgd", "scratch_sgd") or o.momentum == 0)), "optim.nesterov",
+         o.nesterov, "false unless optim.name is sgd or scratch_sgd with momentum > 0")
+    need(o.eps is None or o.eps > 0, "optim.eps", o.eps, "null or > 0")
+    need(0 <= o.alpha < 1, "optim.alpha", o.alpha, "0 <= alpha < 1")
+    need(0 <= o.rho < 1, "optim.rho", o.rho, "0 <= rho < 1")
+    need(o.l1 >= 0, "optim.l1", o.l1, ">= 0 (0 disables)")
+    need(o.l2 >= 0, "optim.l2", o.l2, ">= 0 (0 disables)")
+    need(o.bn_bias_lr_mult > 0, "optim.bn_bias_lr_mult", o.bn_bias_lr_mult, "> 0")
+    need(o.lookahead_k >= 0, "optim.lookahead_k", o.lookahead_k, ">= 0 (0 disables)")
+    need(0 < o.lookahead_alpha <= 1, "optim.lookahead_alpha", o.lookahead_alpha, "0 < alpha <= 1")
+    lo = cfg.loss
+    need(0 <= lo.label_smoothing < 1, "loss.label_smoothing", lo.label_smoothing, "0 <= x < 1")
+    need(lo.name != "label_smoothing" or lo.label_smoothing > 0, "loss.label_smoothing", lo.label_smoothing,
+         "> 0 when loss.name is label_smoothing")
+    need(lo.focal_gamma >= 0, "loss.focal_gamma", lo.focal_gamma, ">= 0")
+    alpha = lo.focal_alpha
+    need(alpha is None or (isinstance(alpha, float) and alpha > 0)
+         or (isinstance(alpha, list) and len(alpha) == 10 and all(w >= 0 for w in alpha)),
+         "loss.focal_alpha", alpha, "null, a number > 0, or a list of 10 class weights >= 0")
+    need(a.mixup_alpha >= 0, "augment.mixup_alpha", a.mixup_alpha, ">= 0 (0 disables)")
+    need(a.cutmix_alpha >= 0, "augment.cutmix_alpha", a.cutmix_alpha, ">= 0 (0 disables)")
+    need(0 <= a.mix_prob <= 1, "augment.mix_prob", a.mix_prob, "0 <= mix_prob <= 1")
     need(s.warmup_epochs >= 0, "sched.warmup_epochs", s.warmup_epochs, ">= 0")
     need(s.warmup_epochs < t.epochs or s.warmup_epochs == 0, "sched.warmup_epochs", s.warmup_epochs,
          f"fewer than train.epochs ({t.epochs})")
@@ -320,6 +375,31 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(0 < s.gamma <= 1, "sched.gamma", s.gamma, "0 < gamma <= 1")
     need(0 <= s.min_lr < o.lr, "sched.min_lr", s.min_lr, f"0 <= min_lr < optim.lr ({o.lr})")
     need(0 < s.pct_start < 1, "sched.pct_start", s.pct_start, "0 < pct_start < 1")
+    need(s.name not in ("warmup_cosine", "warmup_linear") or s.warmup_epochs > 0, "sched.warmup_epochs",
+         s.warmup_epochs, f"> 0 when sched.name is {s.name}")
+    need(all(m >= 1 for m in s.milestones) and all(m0 < m1 for m0, m1 in zip(s.milestones, s.milestones[1:])),
+         "sched.milestones", s.milestones, "increasing epochs >= 1, e.g. [30, 60, 80]")
+    need(s.name != "multistep" or len(s.milestones) > 0, "sched.milestones", s.milestones,
+         "at least one epoch when sched.name is multistep")
+    need(s.t_0 >= 1, "sched.t_0", s.t_0, "an integer >= 1 (epochs)")
+    need(s.t_mult >= 1, "sched.t_mult", s.t_mult, "an integer >= 1")
+    need(0 < s.plateau_factor < 1, "sched.plateau_factor", s.plateau_factor, "0 < factor < 1")
+    need(s.plateau_patience >= 0, "sched.plateau_patience", s.plateau_patience, ">= 0")
+    need(s.plateau_threshold >= 0, "sched.plateau_threshold", s.plateau_threshold, ">= 0")
+    need(s.name != "plateau" or d.val_size > 0, "sched.name", s.name,
+         "not plateau when data.val_size is 0 (it watches the validation loss)")
+    need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps, "an integer >= 1")
+    need(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "0 <= decay < 1 (0 disables)")
+    need(t.swa_start_epoch is None or 1 <= t.swa_start_epoch <= t.epochs, "train.swa_start_epoch",
+         t.swa_start_epoch, f"null or 1..train.epochs ({t.epochs})")
+    need(t.swa_lr is None or t.swa_lr > 0, "train.swa_lr", t.swa_lr, "null or a learning rate > 0")
+    need(t.swa_lr is None or t.swa_start_epoch is not None, "train.swa_lr", t.swa_lr,
+         "null unless train.swa_start_epoch is set")
+    need(t.swa_start_epoch is None or t.ema_decay == 0, "train.ema_decay", t.ema_decay,
+         "0 when train.swa_start_epoch is set (evaluate either the EMA or the SWA weights)")
+    need(t.swa_start_epoch is None or t.test_weights == "last", "train.test_weights", t.test_weights,
+         "'last' when train.swa_start_epoch is set (the SWA average is what is tested)")
+    need(1 <= t.tta_shift <= 4, "train.tta_shift", t.tta_shift, "1..4 pixels")
     need(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"), "train.device", t.device,
          "auto, cpu, cuda, cuda:N or mps")
     return cfg

@@ -45,14 +45,18 @@ def evaluate_checkpoint(
     d = cfg.data
     splits = make_splits(data, val_size=d.val_size, subset=d.subset, test_subset=d.test_subset, seed=d.split_seed)
     model = build_model(cfg, dev)
-    model.load_state_dict(state["model"])
+    # The weights the run itself evaluates: the EMA/SWA average when the run kept one, else the raw weights.
+    averaged = state.get("eval_model")
+    model.load_state_dict(averaged if averaged is not None else state["model"])
     result = evaluate(
         model, splits.test_x.to(dev), splits.test_y.to(dev), build_augment(cfg), nn.CrossEntropyLoss(),
-        cfg.train.eval_batch_size, autocast_context(cfg, dev),
+        cfg.train.eval_batch_size, autocast_context(cfg, dev), tta=cfg.train.tta, tta_shift=cfg.train.tta_shift,
     )
     return {
         "checkpoint": str(path),
         "epoch": int(state["epoch"]),
+        "averaged_weights": averaged is not None,
+        "tta": cfg.train.tta,
         "model": cfg.model.name,
         "test_images": len(splits.test_y),
         "test_loss": result.loss,

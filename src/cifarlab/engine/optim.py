@@ -1,21 +1,158 @@
-"""Optimizers selected by ``optim.*`` config keys."""
+"""Optimizers, parameter groups, L1/L2 penalties and Lookahead, selected by ``optim.*`` config keys.
+
+Three different things are called "weight decay" in the literature; cifarlab keeps them apart:
+
+* ``optim.l2``: ``l2/2 * sum w^2`` is added to the LOSS; it reaches the update only through the gradient
+  (``g + l2*w``), so adaptive optimizers (Adam, RMSprop, ...) rescale it like any gradient.
+* ``optim.weight_decay``: torch's own argument. For sgd/adam/rmsprop/adagrad/adadelta/scratch_sgd/signum it is
+  COUPLED: ``wd*w`` is added to the gradient inside the optimizer, the same update as ``optim.l2 = wd``
+  (up to rounding; it is just not part of the logged loss). For adamw it is DECOUPLED (Loshchilov & Hutter):
+  ``w -= lr*wd*w`` apart from the adaptive step.
+* ``optim.l1``: ``l1 * sum |w|`` added to the loss (subgradient ``l1*sign(w)``).
+
+``optim.no_decay_bn_bias`` puts the parameters with ndim <= 1 (BatchNorm/GroupNorm weights and biases, every bias)
+in a group with weight_decay 0 and leaves them out of the L1/L2 penalties; ``optim.bn_bias_lr_mult`` scales the
+LR of that same group (the LR schedule multiplies each group's own base LR).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from cifarlab.config import OptimConfig
+from cifarlab.engine.scratch_optim import ScratchSGD, Signum
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(weights, bn_and_bias): trainable parameters with ndim > 1 (conv/linear kernels) and ndim <= 1."""
     params = [p for p in model.parameters() if p.requires_grad]
+    return [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """One group, or two ("weights", then "bn_bias") when no_decay_bn_bias or bn_bias_lr_mult asks for it.
+
+    "weights" comes first so that ``param_groups[0]["lr"]`` (what steps.csv logs) is always ``optim.lr``'s curve.
+    """
+    weights, bn_bias = split_params(model)
+    if not cfg.no_decay_bn_bias and cfg.bn_bias_lr_mult == 1.0:
+        return [{"params": weights + bn_bias, "name": "all"}]
+    groups = [
+        {"params": weights, "name": "weights"},
+        {"params": bn_bias, "name": "bn_bias", "lr": cfg.lr * cfg.bn_bias_lr_mult,
+         "weight_decay": 0.0 if cfg.no_decay_bn_bias else cfg.weight_decay},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+# torch's own eps defaults, used when optim.eps is null.
+DEFAULT_EPS = {"adam": 1e-8, "adamw": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10, "adadelta": 1e-6}
+
+
+def _base_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    lr, wd = cfg.lr, cfg.weight_decay
+    eps = cfg.eps if cfg.eps is not None else DEFAULT_EPS.get(cfg.name, 1e-8)
     if cfg.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-        )
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, eps=eps, weight_decay=wd)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    raise AssertionError(f"unhandled optimizer {cfg.name}")
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=eps, weight_decay=wd)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, alpha=cfg.alpha, eps=eps, weight_decay=wd)
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=lr, eps=eps, weight_decay=wd)
+    if cfg.name == "adadelta":
+        return torch.optim.Adadelta(groups, lr=lr, rho=cfg.rho, eps=eps, weight_decay=wd)
+    if cfg.name == "scratch_sgd":
+        return ScratchSGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
+    if cfg.name == "signum":
+        return Signum(groups, lr=lr, momentum=cfg.momentum, weight_decay=wd)
+    raise AssertionError(f"unhandled optimizer {cfg.name}")  # the schema's Literal makes this unreachable
+
+
+class Lookahead:
+    """Lookahead (Zhang et al., 2019) around any optimizer: k fast steps, then ``slow += alpha*(fast - slow)``
+    and the fast weights restart from the new slow weights. The inner optimizer's state is kept across syncs.
+
+    Duck-types the optimizer interface the trainer, LR schedule and GradScaler use (``param_groups``, ``step``,
+    ``zero_grad``, ``state_dict``); ``param_groups`` is the inner optimizer's list, read through a property
+    because ``load_state_dict`` replaces that list.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, k: int, alpha: float) -> None:
+        if k < 1 or not 0 < alpha <= 1:
+            raise ValueError(f"Lookahead needs k >= 1 and 0 < alpha <= 1, got k={k}, alpha={alpha}")
+        self.optimizer, self.k, self.alpha = optimizer, k, alpha
+        self.steps = 0  # fast steps taken; a Python int, so deciding when to sync never touches the device
+        self.slow = [p.detach().clone() for p in self._params()]
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:
+        return self.optimizer.state
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = self.optimizer.step(closure)
+        self.steps += 1
+        if self.steps % self.k == 0:
+            fast = self._params()
+            torch._foreach_lerp_(self.slow, fast, self.alpha)  # slow + alpha*(fast - slow), one fused kernel
+            torch._foreach_copy_(fast, self.slow)
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "lookahead_steps": self.steps,
+                "lookahead_slow": [s.clone() for s in self.slow]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["lookahead_steps"])
+        for s, saved in zip(self.slow, state["lookahead_slow"]):
+            s.copy_(saved)
+
+
+Optimizer = torch.optim.Optimizer | Lookahead
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Optimizer:
+    """The optimizer of ``optim.name`` over ``param_groups(model, cfg)``, wrapped in Lookahead if lookahead_k > 0."""
+    opt = _base_optimizer(param_groups(model, cfg), cfg)
+    return Lookahead(opt, cfg.lookahead_k, cfg.lookahead_alpha) if cfg.lookahead_k > 0 else opt
+
+
+def build_regularizer(model: nn.Module, cfg: OptimConfig) -> Callable[[], torch.Tensor] | None:
+    """``penalty() -> l1*sum|w| + l2/2*sum w^2`` over the penalised parameters, or None when l1 = l2 = 0.
+
+    Penalised: every trainable parameter, or only those with ndim > 1 when no_decay_bn_bias. The penalty is a
+    graph of a few reductions added to the loss; nothing is read back to the host.
+    """
+    if cfg.l1 == 0 and cfg.l2 == 0:
+        return None
+    weights, bn_bias = split_params(model)
+    params = weights if cfg.no_decay_bn_bias else weights + bn_bias
+    l1, l2 = cfg.l1, cfg.l2
+
+    def penalty() -> torch.Tensor:
+        total = torch.zeros((), device=params[0].device)
+        if l1:
+            total = total + l1 * torch.stack([p.abs().sum() for p in params]).sum()
+        if l2:
+            total = total + (l2 / 2) * torch.stack([p.pow(2).sum() for p in params]).sum()
+        return total
+
+    return penalty

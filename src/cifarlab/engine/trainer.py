@@ -4,9 +4,12 @@ The story of a run:
   1. resolve the device, seed everything, create (or reopen, on --resume) the run directory;
   2. load CIFAR-10 once as uint8 tensors and carve train/val/test splits; move them to the device;
   3. build model (channels_last), loss, optimizer and LR schedule from the config;
-  4. each epoch: shuffle + augment on the device in batches, train, evaluate on the validation split,
-     write metrics and the ``last`` checkpoint (and ``best`` when validation improved), maybe stop early;
-  5. evaluate the chosen weights (``train.test_weights``) on the test set exactly once; write summary.json.
+  4. each epoch: shuffle + augment (+ mixup/cutmix) on the device in batches, train (gradient accumulation,
+     L1/L2 penalties, EMA/Lookahead updates), evaluate on the validation split (EMA weights and TTA when
+     configured), step reduce-on-plateau, add the weights to the SWA average, write metrics and the ``last``
+     checkpoint (and ``best`` when validation improved), maybe stop early;
+  5. evaluate the chosen weights (``train.test_weights``; the SWA average after a BatchNorm pass when SWA is on)
+     on the test set exactly once; write summary.json and lr.png.
 
 Reproducibility: every epoch reseeds the global RNG and a per-epoch data generator from (seed, epoch), so the
 result of epoch e does not depend on whether the process was restarted before it. This is what makes
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig, config_from_dict, to_dict
 from cifarlab.data import CLASSES, BatchAugment, CifarArrays, Splits, load_cifar10, make_splits
+from cifarlab.engine.averaging import EMA, SWA, update_bn
 from cifarlab.engine.checkpoint import (
     atomic_write_json,
     atomic_write_yaml,
@@ -40,9 +46,11 @@ from cifarlab.engine.checkpoint import (
 from cifarlab.engine.environment import environment_info, resolve_device
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.metrics import MetricsWriter
-from cifarlab.engine.optim import build_optimizer
-from cifarlab.engine.schedules import LRSchedule
-from cifarlab.errors import CheckpointError
+from cifarlab.engine.mixing import BatchMixer
+from cifarlab.engine.optim import build_optimizer, build_regularizer
+from cifarlab.engine.schedules import LRSchedule, plot_lr
+from cifarlab.engine.tta import tta_probs
+from cifarlab.errors import CheckpointError, ConfigError
 from cifarlab.models import create
 from cifarlab.models.summary import count_macs, count_params
 
@@ -100,18 +108,29 @@ def evaluate(
     batch_size: int,
     autocast: Callable[[], Any] = contextlib.nullcontext,
     num_classes: int = 10,
+    tta: str = "none",
+    tta_shift: int = 1,
 ) -> EvalResult:
-    """Loss, accuracy, per-class accuracy and confusion matrix of ``model`` (eval mode) on uint8 images."""
+    """Loss, accuracy, per-class accuracy and confusion matrix of ``model`` (eval mode) on uint8 images.
+
+    With ``tta`` other than "none" the prediction is the mean softmax over the views of engine/tta.py and the
+    loss is its negative log-likelihood (``loss_fn`` is then not used: it expects logits).
+    """
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), device=images.device, dtype=torch.float64)
     confusion = torch.zeros(num_classes * num_classes, device=images.device, dtype=torch.int64)
     for start in range(0, len(images), batch_size):
-        x = augment.eval(images[start : start + batch_size])
         y = labels[start : start + batch_size]
-        with autocast():
-            logits = model(x)
-        total_loss += loss_fn(logits.float(), y).double() * len(y)
+        if tta == "none":
+            x = augment.eval(images[start : start + batch_size])
+            with autocast():
+                logits = model(x)
+            total_loss += loss_fn(logits.float(), y).double() * len(y)
+        else:
+            probs = tta_probs(model, images[start : start + batch_size], augment, tta, tta_shift, autocast)
+            logits = probs.clamp_min(1e-12).log()  # log of the averaged distribution; argmax unchanged
+            total_loss += F.nll_loss(logits, y).double() * len(y)
         pred = logits.argmax(1)
         confusion += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
     model.train(was_training)
@@ -221,13 +240,24 @@ class Trainer:
         self.params = count_params(self.model)
         self.macs = count_macs(unwrap(self.model))
         self.augment = build_augment(cfg)
-        self.loss_fn = build_loss(cfg.loss)
+        self.mixer = BatchMixer(cfg.augment.mixup_alpha, cfg.augment.cutmix_alpha, cfg.augment.mix_prob)
+        self.loss_fn = build_loss(cfg.loss).to(device)
         self.eval_loss_fn = nn.CrossEntropyLoss()  # validation/test loss is plain CE whatever the train loss
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        n, bs = len(self.train_x), cfg.train.batch_size
+        self.regularizer = build_regularizer(self.model, cfg.optim)
+        t = cfg.train
+        n, bs, accum = len(self.train_x), t.batch_size, t.grad_accum_steps
+        if accum > 1 and n < bs * accum:
+            raise ConfigError(f"config key 'train.grad_accum_steps': got {accum}, but batch_size x grad_accum_steps "
+                              f"= {bs * accum} exceeds the {n} training images")
         # Drop the last partial batch (as airbench and most recipes): constant steps/epoch, no size-1 BN batches.
-        self.steps_per_epoch = max(1, n // bs) if n >= bs else 1
-        self.schedule = LRSchedule(self.optimizer, cfg.sched, cfg.train.epochs, self.steps_per_epoch)
+        # One step = grad_accum_steps micro-batches of batch_size images.
+        self.steps_per_epoch = max(1, n // (bs * accum)) if n >= bs * accum else 1
+        self.schedule = LRSchedule(self.optimizer, cfg.sched, t.epochs, self.steps_per_epoch,
+                                   swa_start_epoch=t.swa_start_epoch, swa_lr=t.swa_lr)
+        # Averaged copies start from the initial weights (before torch.compile wraps the model).
+        self.ema = EMA(unwrap(self.model), t.ema_decay) if t.ema_decay > 0 else None
+        self.swa = SWA(unwrap(self.model)) if t.swa_start_epoch is not None else None
         self.autocast = autocast_context(cfg, device)
         amp_fp16 = cfg.train.amp == "fp16" and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_fp16)
@@ -241,6 +271,7 @@ class Trainer:
         self.bad_epochs = 0
         self.train_seconds = 0.0
         self.status = "running"
+        self.swa_final = False  # True once the SWA average got its BatchNorm pass (end of training)
 
         if self.resume and (self.run_dir / "checkpoints" / "last.pt").exists():
             self._restore(load_checkpoint(self.run_dir / "checkpoints" / "last.pt", map_location=device))
@@ -261,6 +292,10 @@ class Trainer:
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "schedule": self.schedule.state_dict(),  # reduce-on-plateau state (the rest is a function of step)
+            # Weights validation/test use when they are not "model": the EMA (or, at the end, the SWA average).
+            "eval_model": self._eval_weights(),
+            "swa": self.swa.state_dict() if self.swa is not None else None,
             "epoch": self.epoch,
             "step": self.step,
             "history": self.history,
@@ -279,11 +314,33 @@ class Trainer:
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        if state.get("schedule") is not None:  # checkpoints of older versions have no strategy state
+            self.schedule.load_state_dict(state["schedule"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["eval_model"])
+        if self.swa is not None:
+            self.swa.load_state_dict(state["swa"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history, self.best = list(state["history"]), state["best"]
         self.bad_epochs, self.train_seconds = int(state["bad_epochs"]), float(state["train_seconds"])
         # A run that stopped early stays stopped; a completed one may continue if train.epochs was raised.
         self.status = "early_stopped" if state["status"] == "early_stopped" else "running"
+
+    def _eval_weights(self) -> dict[str, Any] | None:
+        if self.ema is not None:
+            return self.ema.state_dict()
+        if self.swa is not None and self.swa_final:
+            return self.swa.module.state_dict()
+        return None
+
+    def _eval_model(self) -> nn.Module:
+        """The weights validation and test look at: the EMA copy when EMA is on, else the model itself."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _evaluate(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> EvalResult:
+        t = self.cfg.train
+        return evaluate(model, images, labels, self.augment, self.eval_loss_fn, t.eval_batch_size, self.autocast,
+                        tta=t.tta, tta_shift=t.tta_shift)
 
     # -- loop ----------------------------------------------------------------------------------------------------
 
@@ -292,7 +349,9 @@ class Trainer:
         model.train()
         torch.manual_seed(seed_for(cfg.train.seed, epoch))  # dropout etc.
         gen = torch.Generator(device=self.device).manual_seed(seed_for(cfg.train.seed, epoch))
-        n, bs = len(self.train_x), cfg.train.batch_size
+        # Host-side RNG of mixup/cutmix (lam, box): Python numbers, so mixing never syncs the device.
+        mix_rng = random.Random(seed_for(cfg.train.seed, epoch) * 2 + 1)
+        n, bs, accum = len(self.train_x), cfg.train.batch_size, cfg.train.grad_accum_steps
         order = torch.randperm(n, generator=gen, device=self.device)
         losses = torch.zeros(self.steps_per_epoch, device=self.device)  # kept on device: no sync per step
         lrs: list[float] = []
@@ -304,24 +363,37 @@ class Trainer:
         )
         start = time.perf_counter()
         for i in range(self.steps_per_epoch):
-            idx = order[i * bs : (i + 1) * bs]
-            x = self.augment.train(self.train_x[idx], gen)
-            y = self.train_y[idx]
             lrs.append(self.schedule.apply(self.step))
-            with self.autocast():
-                logits = model(x)
-                loss = self.loss_fn(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            for j in range(accum):
+                first_image = (i * accum + j) * bs
+                idx = order[first_image : first_image + bs]
+                x = self.augment.train(self.train_x[idx], gen)
+                y = self.train_y[idx]
+                x, target, y_acc = self.mixer(x, y, mix_rng)  # unchanged batch (target = y) when mixing is off
+                with self.autocast():
+                    logits = model(x)
+                    loss = self.loss_fn(logits, target)
+                # Mean over the effective batch: each micro-batch loss weighs 1/accum. The L1/L2 penalty is added
+                # once per optimizer step, in fp32 outside autocast; the logged loss is the data term only.
+                total = loss / accum if accum > 1 else loss
+                if self.regularizer is not None and j == accum - 1:
+                    total = total + self.regularizer()
+                self.scaler.scale(total).backward()
+                if accum > 1:
+                    losses[i] += loss.detach() / accum
+                else:
+                    losses[i] = loss.detach()
+                correct += (logits.detach().argmax(1) == y_acc).sum()
+                seen += len(y)
             if cfg.optim.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(unwrap(model))
             self.step += 1
-            losses[i] = loss.detach()
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
             if (i + 1) % cfg.train.log_every == 0 or i + 1 == self.steps_per_epoch:
                 # Checked only here, where we sync for the progress bar anyway: a per-step check would stall
                 # the GPU pipeline every step. Divergence is caught at most log_every steps late.
@@ -375,11 +447,14 @@ class Trainer:
                     self.diverged_reason = str(exc)
                     break
                 if len(self.val_x):
-                    val = evaluate(self.model, self.val_x, self.val_y, self.augment, self.eval_loss_fn,
-                                   cfg.train.eval_batch_size, self.autocast)
+                    val = self._evaluate(self._eval_model(), self.val_x, self.val_y)
                     row.update(val_loss=val.loss, val_acc=val.acc)
+                    if cfg.sched.name == "plateau":
+                        self.schedule.plateau_step(val.loss)  # sets the LR of the next epoch
                 else:
                     row.update(val_loss=float("nan"), val_acc=float("nan"))
+                if self.swa is not None and epoch + 1 >= cfg.train.swa_start_epoch:
+                    self.swa.update(unwrap(self.model))
                 self.epoch += 1
                 self.train_seconds += row["seconds"]
                 self.history.append(row)
@@ -446,6 +521,7 @@ class Trainer:
             "best_epoch": self.best["epoch"] if self.best else None,
             "best_val_acc": self.best["val_acc"] if self.best else None,
         }
+        self._plot_lr()
         if self.status == "diverged":
             summary["error"] = self.diverged_reason
             return self._write_summary(summary)
@@ -459,16 +535,43 @@ class Trainer:
         if weights == "best" and self.best is not None:
             best_state = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", map_location=self.device)
             unwrap(self.model).load_state_dict(best_state["model"])
-        test = evaluate(self.model, self.test_x, self.test_y, self.augment, self.eval_loss_fn,
-                        cfg.train.eval_batch_size, self.autocast)
+            if self.ema is not None:
+                self.ema.load_state_dict(best_state["eval_model"])
+        tested, averaged = self._eval_model(), "ema" if self.ema is not None else None
+        if self.swa is not None and self.swa.n_averaged > 0:
+            tested, averaged = self._finish_swa(summary), "swa"
+        test = self._evaluate(tested, self.test_x, self.test_y)
         summary.update(
             test_weights=weights,
+            test_averaged=averaged,  # None, "ema" or "swa": which average of those weights was tested
+            tta=cfg.train.tta,
             test_loss=test.loss,
             test_acc=test.acc,
             per_class_test_acc=dict(zip(CLASSES, test.per_class_acc)),
             confusion=test.confusion,
         )
         return self._write_summary(summary)
+
+    def _finish_swa(self, summary: dict[str, Any]) -> nn.Module:
+        """BatchNorm statistics of the SWA average from one pass over the (un-augmented) training images, its
+        validation numbers into ``summary``, and a last.pt whose ``eval_model`` is this SWA model."""
+        assert self.swa is not None
+        bs = self.cfg.train.eval_batch_size
+        batches = (self.augment.eval(self.train_x[i : i + bs]) for i in range(0, len(self.train_x), bs))
+        update_bn(self.swa.module, batches, self.autocast)
+        self.swa_final = True
+        summary["swa_epochs_averaged"] = self.swa.n_averaged
+        if len(self.val_x):
+            val = self._evaluate(self.swa.module, self.val_x, self.val_y)
+            summary.update(swa_val_loss=val.loss, swa_val_acc=val.acc)
+        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._state())
+        return self.swa.module
+
+    def _plot_lr(self) -> None:
+        try:
+            plot_lr(self.run_dir)
+        except Exception as exc:  # a figure is a convenience: never lose a finished run over it
+            tqdm.write(f"cifarlab: warning: could not write lr.png ({type(exc).__name__}: {exc})")
 
     def _write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
         summary = _json_safe(summary)  # the returned summary is exactly what is on disk
