@@ -11,27 +11,11 @@ import pytest
 import torch
 
 from cifarlab import cli
-from cifarlab.config import load_config
 from cifarlab.data import make_splits
 from cifarlab.engine import trainer as trainer_module
 from cifarlab.engine.checkpoint import load_checkpoint
 from cifarlab.engine.trainer import build_augment, build_model, evaluate, train
-from test_engine import synthetic_cifar
-
-TINY = [
-    "model.name=quick_cnn",
-    "model.options.widths=[8, 16, 16]",
-    "data.val_size=100",
-    "train.batch_size=50",
-    "train.eval_batch_size=100",
-    "optim.lr=0.05",
-    "sched.name=cosine",
-    "augment.crop_padding=2",
-]
-
-
-def cfg_with(*overrides: str):
-    return load_config(overrides=[*TINY, *overrides])
+from synthetic import TINY, cfg_with, synthetic_cifar
 
 
 @pytest.fixture(scope="module")
