@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cifarlab.experiments.cli import add_report_parser, add_sweep_parser, cmd_report, cmd_sweep
+
 EXAMPLES = """\
 examples:
   cifarlab train --preset quick                              # small CNN, minutes on a laptop CPU
@@ -18,6 +20,9 @@ examples:
   cifarlab models                                            # registered models, params, MACs
   cifarlab models --summary vgg_a                            # layer table of one model
   cifarlab presets                                           # shipped presets
+  cifarlab sweep activations --data-dir ../shared/datasets   # a shipped experiment (quick scale)
+  cifarlab sweep my_sweep.yaml --executor ray                # each run a Ray task (pip install cifarlab[ray])
+  cifarlab report runs/sweeps --out report.html              # one self-contained HTML report
 """
 
 
@@ -235,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "width_mult=0.5")
 
     sub.add_parser("presets", help="list shipped presets")
+    add_sweep_parser(sub)
+    add_report_parser(sub)
 
     p = sub.add_parser("config", help="print the resolved config (same arguments as train)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -247,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "presets": cmd_presets, "config": cmd_config}
+COMMANDS = {
+    "train": cmd_train, "eval": cmd_eval, "models": cmd_models, "presets": cmd_presets, "config": cmd_config,
+    "sweep": cmd_sweep, "report": cmd_report,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,193 @@
+"""Comparison tables of a sweep: one row per variant, final-epoch numbers as mean ± std over its seeds.
+
+Final-epoch numbers, not the best epoch's: choosing the best epoch per run would be selection on the very
+numbers being compared. std uses n-1 (sample std); with one seed it is shown as "-".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cifarlab.engine.checkpoint import atomic_write_text
+from cifarlab.engine.metrics import read_csv
+
+DONE = ("completed", "early_stopped")
+# (summary key, column title, kind): kind picks the format (acc in %, loss, seconds, epochs)
+METRICS: tuple[tuple[str, str, str], ...] = (
+    ("epochs_run", "epochs", "epochs"),
+    ("train_time_s", "train time (s)", "seconds"),
+    ("s_per_epoch", "s/epoch", "seconds"),
+    ("final_train_loss", "train loss", "loss"),
+    ("final_train_acc", "train acc (%)", "acc"),
+    ("final_val_loss", "val loss", "loss"),
+    ("final_val_acc", "val acc (%)", "acc"),
+    ("test_loss", "test loss", "loss"),
+    ("test_acc", "test acc (%)", "acc"),
+    ("best_epoch", "best val epoch", "epochs"),
+)
+
+
+@dataclass
+class RunRecord:
+    variant: str
+    seed: int
+    run_dir: Path
+    status: str
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in DONE
+
+    def epochs(self) -> list[dict[str, float]]:
+        return read_csv(self.run_dir / "epochs.csv")
+
+    def steps(self) -> list[dict[str, float]]:
+        return read_csv(self.run_dir / "steps.csv")
+
+
+@dataclass
+class VariantStats:
+    variant: str
+    runs: list[RunRecord]
+    params: int | None
+    macs: int | None
+    stats: dict[str, tuple[float, float, int]]  # key -> (mean, std (nan when n < 2), n)
+
+    @property
+    def n_ok(self) -> int:
+        return sum(r.ok for r in self.runs)
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return math.nan, math.nan, 0
+    mean = statistics.fmean(vals)
+    std = statistics.stdev(vals) if len(vals) > 1 else math.nan  # sample std (n-1)
+    return mean, std, len(vals)
+
+
+def load_runs(sweep_dir: str | Path) -> list[RunRecord]:
+    """Runs of a sweep in spec order (from sweep_status.json), with their summaries where they exist."""
+    sweep_dir = Path(sweep_dir)
+    status_path = sweep_dir / "sweep_status.json"
+    rows = json.loads(status_path.read_text()).get("runs", []) if status_path.is_file() else []
+    records = []
+    for row in rows:
+        run_dir = sweep_dir / row["run_dir"]
+        summary: dict[str, Any] = {}
+        if (run_dir / "summary.json").is_file():
+            summary = json.loads((run_dir / "summary.json").read_text())
+        status = summary.get("status") or row.get("status") or "missing"
+        records.append(RunRecord(row["variant"], int(row["seed"]), run_dir, status,
+                                 row.get("error") or summary.get("error"), summary))
+    return records
+
+
+def aggregate(records: list[RunRecord]) -> list[VariantStats]:
+    """Group runs by variant (first-seen order); statistics over the runs that finished (completed or stopped)."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault(r.variant, []).append(r)
+    out = []
+    for variant, runs in groups.items():
+        ok = [r for r in runs if r.ok]
+        with_summary = [r for r in runs if r.summary]
+        params = with_summary[0].summary.get("params") if with_summary else None
+        macs = with_summary[0].summary.get("macs") if with_summary else None
+        stats = {key: mean_std([r.summary.get(key) for r in ok]) for key, _, _ in METRICS}
+        out.append(VariantStats(variant, runs, params, macs, stats))
+    return out
+
+
+def best_variant(variants: list[VariantStats]) -> VariantStats | None:
+    """Best by mean final VALIDATION accuracy: the test set never picks anything."""
+    scored = [v for v in variants if v.stats["final_val_acc"][2] > 0]
+    return max(scored, key=lambda v: v.stats["final_val_acc"][0]) if scored else None
+
+
+def fmt_stat(stat: tuple[float, float, int], kind: str) -> str:
+    mean, std, n = stat
+    if n == 0:
+        return "-"
+    scale, digits = {"acc": (100.0, 2), "loss": (1.0, 4), "seconds": (1.0, 1), "epochs": (1.0, 1)}[kind]
+    m = f"{mean * scale:.{digits}f}"
+    return m if math.isnan(std) else f"{m} ± {std * scale:.{digits}f}"
+
+
+def _fmt_count(v: int | None, unit: float = 1.0, suffix: str = "") -> str:
+    return "-" if v is None else f"{v / unit:,.0f}{suffix}" if unit == 1.0 else f"{v / unit:,.1f}{suffix}"
+
+
+def table_rows(variants: list[VariantStats]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows (strings) shared by the Markdown and HTML tables."""
+    header = ["variant", "runs ok / n", "params", "MACs", *(title for _, title, _ in METRICS)]
+    rows = []
+    for v in variants:
+        rows.append([v.variant, f"{v.n_ok} / {len(v.runs)}", _fmt_count(v.params), _fmt_count(v.macs, 1e6, " M"),
+                     *(fmt_stat(v.stats[key], kind) for key, _, kind in METRICS)])
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(s: str) -> str:
+        return str(s).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+TABLE_CAPTION = ("Final-epoch numbers (not the best epoch's) as mean ± sample std (n-1) over the seeds that "
+                 "finished; 'runs ok / n' counts them. Accuracies in %. 'best val epoch' is the epoch of the "
+                 "highest validation accuracy.")
+
+
+def failures(records: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in records if not r.ok]
+
+
+def write_results(sweep_dir: str | Path) -> tuple[Path, Path]:
+    """results.md and results.csv in the sweep directory (atomic)."""
+    sweep_dir = Path(sweep_dir)
+    records = load_runs(sweep_dir)
+    variants = aggregate(records)
+    header, rows = table_rows(variants)
+    md = [f"# Sweep {sweep_dir.name}", "", TABLE_CAPTION, "", markdown_table(header, rows), ""]
+    best = best_variant(variants)
+    if best is not None:
+        md += [f"Best variant by mean final validation accuracy: **{best.variant}** "
+               f"({fmt_stat(best.stats['final_val_acc'], 'acc')} %).", ""]
+    bad = failures(records)
+    if bad:
+        md += ["Runs that did not finish:", ""]
+        md += [f"- {r.variant} seed {r.seed}: {r.status}" + (f" ({r.error})" if r.error else "") for r in bad]
+        md.append("")
+    md_path = sweep_dir / "results.md"
+    atomic_write_text(md_path, "\n".join(md))
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    cols = ["variant", "n_runs", "n_ok", "params", "macs"]
+    for key, _, _ in METRICS:
+        cols += [f"{key}_mean", f"{key}_std", f"{key}_n"]
+    writer.writerow(cols)
+    for v in variants:
+        row: list[Any] = [v.variant, len(v.runs), v.n_ok, v.params if v.params is not None else "",
+                          v.macs if v.macs is not None else ""]
+        for key, _, _ in METRICS:
+            mean, std, n = v.stats[key]
+            row += ["" if math.isnan(mean) else f"{mean:.6g}", "" if math.isnan(std) else f"{std:.6g}", n]
+        writer.writerow(row)
+    csv_path = sweep_dir / "results.csv"
+    atomic_write_text(csv_path, out.getvalue())
+    return md_path, csv_path

@@ -1,0 +1,444 @@
+"""Sweeps: a YAML spec -> a grid of run configs -> run directories under one sweep directory.
+
+A spec (see docs/experiments.md)::
+
+    name: activations
+    base: {preset: quick, train: {epochs: 5}}      # preset + any RunConfig keys (or `overrides:` with dotted keys)
+    scale: quick                                   # which block of `scales:` is merged on top of base
+    scales: {quick: {...}, full: {...}}
+    axes: {model.options.activation: [relu, elu]}  # cartesian product of dotted keys
+    variants: [{label: vgg_a, model.name: vgg_a}]  # named patches (crossed with the axes when both are given)
+    seeds: [0, 1, 2]                               # train.seed; each (variant, seed) is one run
+
+Every expanded config is validated before anything runs, so a typo fails the sweep up front, not after hours.
+Runs are resumable: finished ones are skipped, interrupted ones resumed from checkpoints/last.pt.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cifarlab.config import RunConfig, config_from_dict, deep_merge, preset_dict, read_yaml, to_dict
+from cifarlab.engine.checkpoint import atomic_write_json, atomic_write_text, atomic_write_yaml
+from cifarlab.errors import CifarlabError, ConfigError
+
+SPEC_KEYS = ("name", "description", "base", "scale", "scales", "axes", "variants", "seeds", "reference")
+DONE = ("completed", "early_stopped")  # a run in one of these states is never re-run
+STATUS_FIELDS = ("variant", "seed", "run_dir", "status", "error")
+# Keys a run may change between its first start and its resumption (the trainer accepts these too).
+_MAY_DIFFER = (("train", "epochs"), ("train", "device"), ("train", "log_every"), ("data", "dir"))
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    base: dict[str, Any]  # nested config dict (preset already merged in)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    scale: str | None = None
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What the chosen scale adds besides config keys: patches by variant label (e.g. a width per model family,
+    # since families name their width options differently) and its own seeds.
+    per_variant: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+    reference: str = ""  # free text: what the sweep reproduces (shown in reports)
+
+
+@dataclass
+class RunPlan:
+    label: str  # variant label, e.g. "activation=elu,optim=adam"
+    seed: int
+    rel_dir: str  # run directory relative to the sweep directory, e.g. "activation=elu,optim=adam/seed0"
+    config: dict[str, Any]  # resolved, validated config dict (to_dict of a RunConfig)
+
+    @property
+    def cfg(self) -> RunConfig:
+        return config_from_dict(self.config)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Spec parsing
+
+
+def list_experiment_presets() -> list[str]:
+    folder = resources.files("cifarlab") / "presets" / "experiments"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def experiment_preset_path(name: str) -> Path:
+    path = Path(str(resources.files("cifarlab") / "presets" / "experiments" / f"{name}.yaml"))
+    if not path.is_file():
+        raise ConfigError(f"sweep file '{name}' does not exist and is not an experiment preset; "
+                          f"presets: {', '.join(list_experiment_presets())}")
+    return path
+
+
+def dotted_to_nested(patch: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim.lr": 0.1, "train": {"epochs": 2}}`` -> nested dict; dotted and nested keys may be mixed."""
+    out: dict[str, Any] = {}
+    for key, value in patch.items():
+        if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"sweep: bad config key {key!r}")
+        if isinstance(value, dict):
+            value = dotted_to_nested(value)
+        nested: Any = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        out = deep_merge(out, nested)
+    return out
+
+
+def _resolve_base(base: Any) -> dict[str, Any]:
+    """``base`` = optional ``preset`` + ``overrides`` (dotted mapping or list of key=value) + any config keys."""
+    if base is None:
+        return {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"sweep key 'base': expected a mapping of config keys, got {type(base).__name__}")
+    base = dict(base)
+    merged: dict[str, Any] = {}
+    preset = base.pop("preset", None)
+    if preset:
+        merged = preset_dict(str(preset))
+    overrides = base.pop("overrides", None)
+    merged = deep_merge(merged, dotted_to_nested(base))
+    if isinstance(overrides, list):
+        from cifarlab.config import parse_override
+
+        for text in overrides:
+            merged = deep_merge(merged, parse_override(str(text)))
+    elif isinstance(overrides, dict):
+        merged = deep_merge(merged, dotted_to_nested(overrides))
+    elif overrides is not None:
+        raise ConfigError("sweep key 'base.overrides': expected a mapping of dotted keys or a list of key=value")
+    return merged
+
+
+def parse_spec(raw: dict[str, Any], scale: str | None = None, source: str = "sweep") -> SweepSpec:
+    """Check the spec's own keys (config keys are checked later, per expanded run) and resolve the base."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a sweep file must hold a mapping")
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown sweep key '{unknown[0]}'; valid keys: {', '.join(SPEC_KEYS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise ConfigError(f"{source}: 'name' must be a non-empty folder name, got {name!r}")
+    axes = raw.get("axes") or {}
+    if not isinstance(axes, dict) or any(not isinstance(v, list) or not v for v in axes.values()):
+        raise ConfigError(f"{source}: 'axes' must map dotted config keys to non-empty lists of values")
+    variants = raw.get("variants") or []
+    if not isinstance(variants, list) or any(not isinstance(v, dict) for v in variants):
+        raise ConfigError(f"{source}: 'variants' must be a list of mappings ({{label: ..., key: value}})")
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{source}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{source}: 'seeds' has duplicates: {seeds}")
+    scales = raw.get("scales") or {}
+    if not isinstance(scales, dict) or any(not isinstance(v, dict) for v in scales.values()):
+        raise ConfigError(f"{source}: 'scales' must map scale names to mappings of config keys")
+    chosen = scale if scale is not None else raw.get("scale")
+    if chosen is not None and chosen not in scales:
+        raise ConfigError(f"{source}: unknown scale '{chosen}'; defined scales: {', '.join(scales) or 'none'}")
+    per_variant: dict[str, dict[str, Any]] = {}
+    if chosen is not None:
+        block = dict(scales[chosen])
+        if "seeds" in block:
+            seeds = block.pop("seeds")
+            if not isinstance(seeds, list) or not seeds or any(isinstance(x, bool) or not isinstance(x, int)
+                                                               for x in seeds) or len(set(seeds)) != len(seeds):
+                raise ConfigError(f"{source}: scales.{chosen}.seeds must be a list of distinct integers")
+        per_variant = block.pop("per_variant", None) or {}
+        labels = {str(v.get("label")) for v in variants}
+        if not isinstance(per_variant, dict) or any(k not in labels or not isinstance(v, dict)
+                                                    for k, v in per_variant.items()):
+            raise ConfigError(f"{source}: scales.{chosen}.per_variant must map variant labels "
+                              f"({', '.join(sorted(labels)) or 'none defined'}) to mappings of config keys")
+        scales = {**scales, chosen: block}
+    base = _resolve_base(raw.get("base"))
+    return SweepSpec(name=name.strip(), base=base, axes=axes, variants=variants, seeds=list(seeds), scale=chosen,
+                     scales=scales, per_variant=per_variant, description=str(raw.get("description", "")),
+                     reference=str(raw.get("reference", "")))
+
+
+def load_spec(path_or_name: str | Path, scale: str | None = None) -> SweepSpec:
+    """A sweep file, or the name of a shipped experiment preset (``activations``)."""
+    path = Path(path_or_name)
+    if not path.is_file() and not path.suffix and "/" not in str(path_or_name):
+        path = experiment_preset_path(str(path_or_name))
+    return parse_spec(read_yaml(path), scale=scale, source=f"sweep file '{path}'")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Expansion
+
+
+def _short_key(key: str, keys: Sequence[str]) -> str:
+    """Label part of an axis key: its last component, unless two axes share it (then the full dotted key)."""
+    last = key.split(".")[-1]
+    return last if sum(k.split(".")[-1] == last for k in keys) == 1 else key
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(_fmt_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def safe_dir_name(label: str) -> str:
+    """Label -> one folder name: keep it readable, drop what file systems or shells dislike."""
+    name = re.sub(r"[^A-Za-z0-9=,._+-]+", "_", label).strip("._")
+    return name or "variant"
+
+
+def expand(spec: SweepSpec) -> list[RunPlan]:
+    """Every (variant, seed) run with its validated config; a bad config raises one error naming the variant."""
+    base = spec.base
+    if spec.scale:
+        base = deep_merge(base, dotted_to_nested(spec.scales[spec.scale]))
+    keys = list(spec.axes)
+    grid = [dict(zip(keys, combo)) for combo in itertools.product(*(spec.axes[k] for k in keys))] if keys else [{}]
+    variants = spec.variants or [{}]
+    plans: list[RunPlan] = []
+    seen: dict[str, str] = {}
+    for variant in variants:
+        variant = dict(variant)
+        v_label = str(variant.pop("label", "")) if "label" in variant else ""
+        scale_patch = spec.per_variant.get(v_label, {}) if v_label else {}
+        if not v_label and variant:
+            v_label = ",".join(f"{_short_key(k, list(variant))}={_fmt_value(v)}" for k, v in variant.items())
+        for point in grid:
+            a_label = ",".join(f"{_short_key(k, keys)}={_fmt_value(v)}" for k, v in point.items())
+            label = ",".join(p for p in (v_label, a_label) if p) or "base"
+            merged = deep_merge(deep_merge(base, dotted_to_nested(variant)), dotted_to_nested(scale_patch))
+            merged = deep_merge(merged, dotted_to_nested(point))
+            dir_name = safe_dir_name(label)
+            if dir_name in seen and seen[dir_name] != label:
+                raise ConfigError(f"sweep: variants '{seen[dir_name]}' and '{label}' map to the same folder")
+            if label in seen:
+                raise ConfigError(f"sweep: variant label '{label}' appears twice; give variants distinct labels")
+            seen[dir_name] = label
+            for seed in spec.seeds:
+                values = deep_merge(merged, {"train": {"seed": seed}, "name": f"{dir_name}-seed{seed}"})
+                try:
+                    cfg = config_from_dict(values)
+                    _check_model(cfg)
+                except CifarlabError as exc:
+                    raise ConfigError(f"sweep variant '{label}' (seed {seed}): {exc}") from None
+                plans.append(RunPlan(label=label, seed=seed, rel_dir=f"{dir_name}/seed{seed}", config=to_dict(cfg)))
+    return plans
+
+
+def _check_model(cfg: RunConfig) -> None:
+    """Model name and option names up front (cheap: no model is built); option values are checked at run time."""
+    from cifarlab.models.registry import get_entry
+
+    valid = get_entry(cfg.model.name).options()
+    unknown = sorted(set(cfg.model.options) - set(valid))
+    if unknown:
+        raise ConfigError(f"model '{cfg.model.name}' has no option '{unknown[0]}'; options: {', '.join(valid)}")
+
+
+def sweep_dir_for(spec: SweepSpec, out: str | Path = "runs/sweeps") -> Path:
+    # Scales get their own folder: quick results must never be "skipped as done" when the full scale runs.
+    return Path(out) / (f"{spec.name}-{spec.scale}" if spec.scale else spec.name)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Run states and status files
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(config))
+    for section, key in _MAY_DIFFER:
+        out.get(section, {}).pop(key, None)
+    return out
+
+
+def run_state(run_dir: Path, config: dict[str, Any] | None = None) -> str:
+    """``done``/``diverged`` (summary.json), ``resume`` (last.pt, no summary) or ``new``.
+
+    With ``config``, a run directory written with a different config raises: silently skipping or resuming
+    a run of another experiment would put wrong numbers in the table.
+    """
+    if config is not None and (run_dir / "config.yaml").is_file():
+        old = read_yaml(run_dir / "config.yaml")
+        if _comparable(old) != _comparable(config):
+            raise ConfigError(f"'{run_dir}' holds a run with a different config; the sweep spec changed since it "
+                              "ran: use another --out or sweep name, or delete that folder")
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        try:
+            status = json.loads(summary.read_text()).get("status")
+        except (json.JSONDecodeError, OSError):
+            status = None
+        if status in DONE:
+            return "done"
+        if status == "diverged":
+            return "diverged"  # deterministic: re-running would diverge again
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        return "resume"
+    return "new"
+
+
+def read_status(sweep_dir: Path) -> list[dict[str, Any]]:
+    path = Path(sweep_dir) / "sweep_status.json"
+    if not path.is_file():
+        return []
+    return list(json.loads(path.read_text()).get("runs", []))
+
+
+def write_status(sweep_dir: Path, spec_name: str, rows: list[dict[str, Any]], state: str) -> None:
+    """sweep_status.json + runs.csv, both atomic (a crash never leaves a half-written index)."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(sweep_dir / "sweep_status.json", {"name": spec_name, "state": state, "updated": now,
+                                                         "runs": rows})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=STATUS_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in STATUS_FIELDS})
+    atomic_write_text(sweep_dir / "runs.csv", out.getvalue())
+
+
+def spec_dict(spec: SweepSpec) -> dict[str, Any]:
+    return {"name": spec.name, "description": spec.description, "reference": spec.reference,
+            "scale": spec.scale, "base": spec.base, "scales": spec.scales, "axes": spec.axes,
+            "variants": spec.variants, "per_variant": spec.per_variant, "seeds": spec.seeds}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    runs: list[dict[str, Any]]  # one row per run: variant, seed, run_dir, status, error
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["status"] not in DONE]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out_dir: str | Path = "runs/sweeps",
+    data: Any = None,
+    executor: str = "local",
+    data_dir: str | None = None,
+    progress: bool | None = False,
+    ray_address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
+    on_epoch_end: Callable[[RunPlan, int, dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    outputs: bool = True,
+) -> SweepResult:
+    """Expand, validate and run a sweep; write status files, then the comparison table and figures.
+
+    ``data``: a ``CifarArrays`` shared by every run (tests pass synthetic data); None loads CIFAR-10 once
+    (``data_dir``, else the base config's ``data.dir``). ``on_epoch_end`` (local executor only) is called as
+    ``f(plan, epoch, row)``. ``outputs``: write results.md/csv and figures at the end.
+    """
+    from cifarlab.experiments.executors import run_local, run_ray
+
+    say = log or (lambda _msg: None)
+    plans = expand(spec)  # raises before anything is written
+    sweep_dir = sweep_dir_for(spec, out_dir)
+    states = {p.rel_dir: run_state(sweep_dir / p.rel_dir, p.config) for p in plans}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_yaml(sweep_dir / "sweep.yaml", spec_dict(spec))
+
+    previous = {r["run_dir"]: r for r in read_status(sweep_dir)}
+    rows: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[RunPlan, bool]] = []
+    for p in plans:
+        state = states[p.rel_dir]
+        row = {"variant": p.label, "seed": p.seed, "run_dir": p.rel_dir, "status": "pending", "error": None}
+        if state in ("done", "diverged"):
+            summary = json.loads((sweep_dir / p.rel_dir / "summary.json").read_text())
+            row.update(status=summary.get("status"), error=summary.get("error"))
+        else:
+            todo.append((p, state == "resume"))
+            if p.rel_dir in previous and previous[p.rel_dir].get("status") == "failed":
+                say(f"retrying {p.rel_dir} (failed before: {previous[p.rel_dir].get('error')})")
+        rows[p.rel_dir] = row
+    ordered = [rows[p.rel_dir] for p in plans]
+    write_status(sweep_dir, spec.name, ordered, "running")
+    say(f"sweep {spec.name}: {len(plans)} runs in {sweep_dir} ({len(plans) - len(todo)} already finished, "
+        f"{sum(r for _, r in todo)} to resume, {sum(not r for _, r in todo)} to start)")
+
+    def record(plan: RunPlan, status: str, error: str | None) -> None:
+        rows[plan.rel_dir].update(status=status, error=error)
+        write_status(sweep_dir, spec.name, ordered, "running")
+        say(f"{plan.rel_dir}: {status}" + (f" ({error})" if error else ""))
+
+    if todo:
+        if executor == "local":
+            if data is None:
+                data = _load_data(plans[0].cfg, data_dir, progress)
+            try:
+                run_local(todo, sweep_dir, data, record, progress=progress, on_epoch_end=on_epoch_end)
+            except KeyboardInterrupt:
+                for r in ordered:  # started but unfinished: interrupted; never started: still pending
+                    if r["status"] == "pending" and (sweep_dir / r["run_dir"] / "config.yaml").is_file():
+                        r["status"] = "interrupted"
+                write_status(sweep_dir, spec.name, ordered, "interrupted")
+                raise
+        elif executor == "ray":
+            run_ray(todo, sweep_dir, data, record, address=ray_address, cpus_per_run=cpus_per_run,
+                    gpus_per_run=gpus_per_run, data_dir=data_dir)
+        else:
+            raise ConfigError(f"unknown executor '{executor}'; choose local or ray")
+    write_status(sweep_dir, spec.name, ordered, "finished")
+    if outputs:
+        from cifarlab.experiments.compare import write_results
+
+        write_results(sweep_dir)
+        try:
+            from cifarlab.report.figures import write_sweep_figures
+
+            write_sweep_figures(sweep_dir)
+        except Exception as exc:  # figures are a convenience: never lose a finished sweep's status over one
+            say(f"warning: could not write figures ({type(exc).__name__}: {exc})")
+    return SweepResult(sweep_dir, ordered)
+
+
+def _load_data(cfg: RunConfig, data_dir: str | None, progress: bool | None) -> Any:
+    # Once per process: every run of the sweep gets the same in-memory tensors (decoding 60k images per run
+    # would cost more than a tiny run itself).
+    from cifarlab.data import load_cifar10
+
+    return load_cifar10(data_dir or cfg.data.dir, download=cfg.data.download, progress=progress)
+
+
+def describe_plan(spec: SweepSpec, out_dir: str | Path = "runs/sweeps") -> list[dict[str, Any]]:
+    """Dry run: each run with what a real run would do (start, resume, skip)."""
+    sweep_dir = sweep_dir_for(spec, out_dir)
+    action = {"new": "start", "resume": "resume", "done": "skip (finished)", "diverged": "skip (diverged)"}
+    return [{"variant": p.label, "seed": p.seed, "run_dir": str(sweep_dir / p.rel_dir),
+             "action": action[run_state(sweep_dir / p.rel_dir, p.config)]} for p in expand(spec)]
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(obj, sort_keys=False)

@@ -1,0 +1,222 @@
+"""``cifarlab report DIR``: one self-contained HTML page (PNG figures inlined as base64 data: URIs, inline CSS,
+no external assets) plus a Markdown twin, with every table and figure of the sweeps and runs under DIR.
+
+A sweep is a folder with ``sweep_status.json``; a single run is a folder with ``summary.json`` outside any sweep.
+Figures are recomputed from the run files, so a report is always current.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cifarlab.engine.checkpoint import atomic_write_bytes, atomic_write_text
+from cifarlab.errors import CifarlabError
+from cifarlab.experiments.compare import (
+    TABLE_CAPTION,
+    aggregate,
+    best_variant,
+    failures,
+    fmt_stat,
+    load_runs,
+    markdown_table,
+    table_rows,
+)
+from cifarlab.report.figures import FigureOut, run_figures, sweep_figures
+
+
+@dataclass
+class Table:
+    title: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    numeric: bool = True  # numbers: right-aligned, never wrapped ("81.2 ± 0.4" must stay on one line)
+
+
+@dataclass
+class Section:
+    title: str
+    kind: str  # "sweep" or "run"
+    path: Path
+    text: list[str] = field(default_factory=list)  # paragraphs (plain text)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[FigureOut] = field(default_factory=list)
+
+
+def find_targets(root: Path) -> tuple[list[Path], list[Path]]:
+    """Sweep folders and stand-alone run folders under ``root`` (root itself may be either)."""
+    sweeps = sorted({p.parent for p in root.rglob("sweep_status.json")})
+    runs = []
+    for summary in sorted(root.rglob("summary.json")):
+        run = summary.parent
+        if not any(s == run or s in run.parents for s in sweeps):
+            runs.append(run)
+    return sweeps, runs
+
+
+def sweep_section(sweep_dir: Path, root: Path) -> Section:
+    records = load_runs(sweep_dir)
+    variants = aggregate(records)
+    header, rows = table_rows(variants)
+    title = f"Sweep {sweep_dir.relative_to(root) if sweep_dir != root else sweep_dir.name}"
+    sec = Section(title, "sweep", sweep_dir)
+    spec_path = sweep_dir / "sweep.yaml"
+    if spec_path.is_file():
+        import yaml
+
+        spec = yaml.safe_load(spec_path.read_text()) or {}
+        for key in ("description", "reference"):
+            if spec.get(key):
+                sec.text.append(f"{key.capitalize()}: {spec[key]}")
+        sec.text.append(f"Scale: {spec.get('scale') or 'as in base'}; seeds: {spec.get('seeds')}; "
+                        f"{len(variants)} variants, {len(records)} runs.")
+    best = best_variant(variants)
+    if best is not None:
+        sec.text.append(f"Best variant by mean final validation accuracy: {best.variant} "
+                        f"({fmt_stat(best.stats['final_val_acc'], 'acc')} %).")
+    sec.tables.append(Table("Results per variant", TABLE_CAPTION, header, rows))
+    bad = failures(records)
+    if bad:
+        sec.tables.append(Table("Runs that did not finish", "Failed, diverged, interrupted or missing runs; they are "
+                                "left out of the means above. Re-running the sweep retries failed and missing runs "
+                                "and resumes interrupted ones.", ["variant", "seed", "status", "error"],
+                                [[r.variant, str(r.seed), r.status, r.error or ""] for r in bad], numeric=False))
+    sec.figures = sweep_figures(sweep_dir)
+    return sec
+
+
+def run_section(run_dir: Path, root: Path) -> Section:
+    s = json.loads((run_dir / "summary.json").read_text())
+
+    def num(key: str, kind: str) -> str:
+        v = s.get(key)
+        return "-" if v is None else fmt_stat((float(v), float("nan"), 1), kind)
+
+    rows = [
+        ["model", str(s.get("model", "-"))],
+        ["status", str(s.get("status", "-")) + (f" ({s['error']})" if s.get("error") else "")],
+        ["params", f"{s['params']:,}" if isinstance(s.get("params"), int) else "-"],
+        ["MACs", f"{s['macs'] / 1e6:,.1f} M" if isinstance(s.get("macs"), (int, float)) else "-"],
+        ["epochs run / planned", f"{s.get('epochs_run', '-')} / {s.get('epochs_planned', '-')}"],
+        ["train time (s)", num("train_time_s", "seconds")], ["s/epoch", num("s_per_epoch", "seconds")],
+        ["final train loss / acc (%)", f"{num('final_train_loss', 'loss')} / {num('final_train_acc', 'acc')}"],
+        ["final val loss / acc (%)", f"{num('final_val_loss', 'loss')} / {num('final_val_acc', 'acc')}"],
+        ["test loss / acc (%)", f"{num('test_loss', 'loss')} / {num('test_acc', 'acc')}"],
+        ["best val epoch", str(s.get("best_epoch", "-"))],
+    ]
+    rel = run_dir.relative_to(root) if run_dir != root else Path(run_dir.name)
+    sec = Section(f"Run {rel}", "run", run_dir)
+    sec.tables.append(Table("Summary", "Final-epoch numbers of this run (accuracies in %); the test set is "
+                            f"evaluated once, with the {s.get('test_weights', 'last')} weights.",
+                            ["metric", "value"], rows))
+    sec.figures = run_figures(run_dir)
+    return sec
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;
+padding:0 1rem;line-height:1.45}
+h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2.5rem}
+table{border-collapse:collapse;margin:.5rem 0 .3rem;font-size:.85rem}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}table.num td{white-space:nowrap}table.text td{text-align:left}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}
+figcaption,.caption{color:#555;font-size:.85rem;max-width:60rem}
+nav li{margin:.15rem 0}
+"""
+
+
+def _anchor(i: int) -> str:
+    return f"s{i}"
+
+
+def render_html(sections: list[Section], title: str) -> str:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{e(title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    if not sections:
+        parts.append("<p>No sweeps or runs found.</p>")
+    parts.append("<nav><ul>")
+    parts += [f'<li><a href="#{_anchor(i)}">{e(s.title)}</a></li>' for i, s in enumerate(sections)]
+    parts.append("</ul></nav>")
+    t_no = f_no = 0
+    for i, sec in enumerate(sections):
+        parts.append(f'<section id="{_anchor(i)}"><h2>{e(sec.title)}</h2>')
+        parts += [f"<p>{e(p)}</p>" for p in sec.text]
+        for table in sec.tables:
+            t_no += 1
+            parts.append(f"<h3>Table {t_no}. {e(table.title)}</h3>"
+                         f'<table class="{"num" if table.numeric else "text"}"><thead><tr>')
+            parts += [f"<th>{e(h)}</th>" for h in table.header]
+            parts.append("</tr></thead><tbody>")
+            for row in table.rows:
+                parts.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+            parts.append(f'</tbody></table><p class="caption">{e(table.caption)}</p>')
+        for fig in sec.figures:
+            f_no += 1
+            data = base64.b64encode(fig.png).decode("ascii")
+            parts.append(f"<figure><h3>Figure {f_no}. {e(fig.title)}</h3>"
+                         f'<img alt="{e(fig.title)}" src="data:image/png;base64,{data}">'
+                         f"<figcaption>{e(fig.caption)}</figcaption></figure>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_markdown(sections: list[Section], title: str, figure_paths: dict[int, str]) -> str:
+    lines = [f"# {title}", ""]
+    t_no = f_no = 0
+    for sec in sections:
+        lines += [f"## {sec.title}", ""]
+        for p in sec.text:
+            lines += [p, ""]
+        for table in sec.tables:
+            t_no += 1
+            lines += [f"### Table {t_no}. {table.title}", "", markdown_table(table.header, table.rows), "",
+                      f"*{table.caption}*", ""]
+        for fig in sec.figures:
+            f_no += 1
+            lines += [f"### Figure {f_no}. {fig.title}", "", f"![{fig.title}]({figure_paths[id(fig)]})", "",
+                      f"*{fig.caption}*", ""]
+    return "\n".join(lines)
+
+
+def build_report(root: str | Path, out: str | Path | None = None, title: str | None = None) -> tuple[Path, Path]:
+    """Write ``out`` (default ``<root>/report.html``) and its Markdown twin (same stem, ``.md``; figures in
+    ``<stem>_figures/``). Returns (html_path, md_path)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CifarlabError(f"report: '{root}' is not a directory")
+    sweeps, runs = find_targets(root)
+    if not sweeps and not runs:
+        raise CifarlabError(f"report: no sweeps (sweep_status.json) or runs (summary.json) under '{root}'")
+    sections = [sweep_section(s, root) for s in sweeps] + [run_section(r, root) for r in runs]
+    html_path = Path(out) if out else root / "report.html"
+    if html_path.suffix.lower() not in (".html", ".htm"):
+        html_path = html_path.with_suffix(".html")
+    title = title or f"cifarlab report: {root.resolve().name}"
+    atomic_write_text(html_path, render_html(sections, title))
+
+    # The Markdown twin links PNG files (Markdown viewers rarely show multi-MB data URIs well).
+    fig_dir = html_path.with_name(html_path.stem + "_figures")
+    paths: dict[int, str] = {}
+    for i, sec in enumerate(sections):
+        for fig in sec.figures:
+            path = fig_dir / f"{i:02d}_{fig.name}.png"
+            atomic_write_bytes(path, fig.png)
+            paths[id(fig)] = os.path.relpath(path, html_path.parent)
+    md_path = html_path.with_suffix(".md")
+    atomic_write_text(md_path, render_markdown(sections, title, paths))
+    return html_path, md_path
+
+
+def report_counts(html_text: str) -> dict[str, Any]:
+    """Numbers a test or a check script can compare against: tables, figures, data: images."""
+    return {"tables": html_text.count("<table "), "figures": html_text.count("<figure>"),
+            "data_images": html_text.count('src="data:image/png;base64,')}
