@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cifarlab.analysis.bn_study.cli import add_bn_study_parser, cmd_bn_study
 from cifarlab.experiments.cli import add_report_parser, add_sweep_parser, cmd_report, cmd_sweep
 
 EXAMPLES = """\
@@ -22,6 +23,7 @@ examples:
   cifarlab presets                                           # shipped presets
   cifarlab sweep activations --data-dir ../shared/datasets   # a shipped experiment (quick scale)
   cifarlab sweep my_sweep.yaml --executor ray                # each run a Ray task (pip install cifarlab[ray])
+  cifarlab bn-study                                          # VGG-A vs VGG-A+BN, Santurkar et al. (quick scale)
   cifarlab report runs/sweeps --out report.html              # one self-contained HTML report
 """
 
@@ -241,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list shipped presets")
     add_sweep_parser(sub)
+    add_bn_study_parser(sub)
     add_report_parser(sub)
 
     p = sub.add_parser("config", help="print the resolved config (same arguments as train)")
@@ -256,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "train": cmd_train, "eval": cmd_eval, "models": cmd_models, "presets": cmd_presets, "config": cmd_config,
-    "sweep": cmd_sweep, "report": cmd_report,
+    "sweep": cmd_sweep, "bn-study": cmd_bn_study, "report": cmd_report,
 }
 
 

@@ -49,15 +49,52 @@ class Section:
     figures: list[FigureOut] = field(default_factory=list)
 
 
-def find_targets(root: Path) -> tuple[list[Path], list[Path]]:
-    """Sweep folders and stand-alone run folders under ``root`` (root itself may be either)."""
+def is_bn_study(folder: Path) -> bool:
+    """A `cifarlab bn-study` output folder (its summary.json describes a study, not one training run)."""
+    return (folder / "settings.yaml").is_file() and (folder / "summary.json").is_file() and \
+        "interpretation" in json.loads((folder / "summary.json").read_text())
+
+
+def find_targets(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Sweep folders, bn-study folders and stand-alone run folders under ``root`` (root itself may be any)."""
     sweeps = sorted({p.parent for p in root.rglob("sweep_status.json")})
+    studies = sorted({p.parent for p in root.rglob("summary.json") if is_bn_study(p.parent)})
     runs = []
     for summary in sorted(root.rglob("summary.json")):
         run = summary.parent
-        if not any(s == run or s in run.parents for s in sweeps):
+        if not any(s == run or s in run.parents for s in [*sweeps, *studies]):
             runs.append(run)
-    return sweeps, runs
+    return sweeps, studies, runs
+
+
+BN_FIGURES = [
+    ("train/curves.png", "VGG-A vs VGG-A+BN training", "Training loss and accuracy vs step at each learning rate."),
+    ("band/band.png", "Loss band over learning rates", "At each step, min and max of the training loss over the "
+     "learning rates (course protocol); standard VGG-A green, with BN red."),
+    ("landscape/landscape.png", "Santurkar et al. Fig. 4", "Loss landscape, gradient predictiveness and effective "
+     "β-smoothness along the gradient, η in [0.5, 4] x lr, probed every k steps."),
+    ("ics/ics.png", "Internal covariate shift (Def. 2.1)", "‖G − G′‖₂ and cos(G, G′) per probed layer."),
+    ("noisy/curves.png", "Noisy BN (Algorithm 1)", "BN followed by random per-step shift/scale noise vs BN and "
+     "standard VGG-A."),
+]
+
+
+def bn_study_section(study_dir: Path, root: Path) -> Section:
+    from cifarlab.analysis.bn_study.interpret import summary_tables
+
+    s = json.loads((study_dir / "summary.json").read_text())
+    rel = study_dir.relative_to(root) if study_dir != root else Path(study_dir.name)
+    sec = Section(f"BatchNorm study {rel} ({s.get('scale', '?')} scale)", "bn-study", study_dir)
+    sec.text.append("Interpretation, generated from the numbers in the tables: " + "; ".join(s["interpretation"]))
+    for i, (header, rows) in enumerate(summary_tables(s)):
+        title = "Per model" if i == 0 else "Noisy BN"
+        sec.tables.append(Table(title, "Means over probed steps; β = effective smoothness; accuracies on the "
+                                "test set, evaluated once at the end of each training.", header, rows))
+    for rel_png, title, caption in BN_FIGURES:
+        png = study_dir / rel_png
+        if png.is_file():
+            sec.figures.append(FigureOut(Path(rel_png).parent.name, title, caption, png.read_bytes()))
+    return sec
 
 
 def sweep_section(sweep_dir: Path, root: Path) -> Section:
@@ -193,10 +230,11 @@ def build_report(root: str | Path, out: str | Path | None = None, title: str | N
     root = Path(root)
     if not root.is_dir():
         raise CifarlabError(f"report: '{root}' is not a directory")
-    sweeps, runs = find_targets(root)
-    if not sweeps and not runs:
+    sweeps, studies, runs = find_targets(root)
+    if not sweeps and not studies and not runs:
         raise CifarlabError(f"report: no sweeps (sweep_status.json) or runs (summary.json) under '{root}'")
-    sections = [sweep_section(s, root) for s in sweeps] + [run_section(r, root) for r in runs]
+    sections = ([sweep_section(s, root) for s in sweeps] + [bn_study_section(s, root) for s in studies]
+                + [run_section(r, root) for r in runs])
     html_path = Path(out) if out else root / "report.html"
     if html_path.suffix.lower() not in (".html", ".htm"):
         html_path = html_path.with_suffix(".html")

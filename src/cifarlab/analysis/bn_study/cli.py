@@ -1,0 +1,67 @@
+"""``cifarlab bn-study``: argparse hook for the main CLI (``add_bn_study_parser`` + ``cmd_bn_study``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+EPILOG = """\
+examples:
+  cifarlab bn-study                                   # quick scale (~15 min on a 2-core CPU)
+  cifarlab bn-study --data-dir ../shared/datasets --parts landscape,band
+  cifarlab bn-study --scale paper --device cuda       # full VGG-A, 45k images, 15,000 steps
+  cifarlab bn-study landscape.eta_count=10 train.lrs=[0.05,0.1]
+re-running the same command skips the parts (and runs) that are complete.
+"""
+
+
+def add_bn_study_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bn-study", help="how BatchNorm helps optimisation: VGG-A vs VGG-A+BN (Santurkar et al. 2018)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted settings overrides")
+    p.add_argument("--scale", choices=["quick", "paper"], default="quick", help="settings scale (default quick)")
+    p.add_argument("-c", "--config", action="append", default=[], metavar="FILE", help="YAML settings (repeatable)")
+    p.add_argument("--out", help="output folder (default runs/bn-study-<scale>)")
+    p.add_argument("--data-dir", help="where CIFAR-10 is [data.dir]")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N [device]")
+    p.add_argument("--parts", help="comma-separated subset of train,band,landscape,ics,noisy [parts]")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    return p
+
+
+def cmd_bn_study(args: argparse.Namespace) -> int:
+    from cifarlab.analysis.bn_study.settings import load_settings, to_dict
+    from cifarlab.analysis.bn_study.study import run_study
+    from cifarlab.errors import ConfigError
+
+    extra: dict = {}
+    if args.data_dir is not None:
+        extra["data"] = {"dir": args.data_dir}
+    if args.device is not None:
+        extra["device"] = args.device
+    if args.parts is not None:
+        parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+        if not parts:
+            raise ConfigError("--parts: give a comma-separated subset of train,band,landscape,ics,noisy")
+        extra["parts"] = parts
+    settings = load_settings(args.scale, args.config, list(args.overrides), extra)
+    out = Path(args.out) if args.out else Path("runs") / f"bn-study-{settings.scale}"
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    log(f"bn-study ({settings.scale} scale) -> {out}")
+    log(yaml.safe_dump(to_dict(settings), sort_keys=False).rstrip())
+    summary = run_study(settings, out, log=log)
+    if args.quiet:
+        from cifarlab.analysis.bn_study.interpret import to_markdown
+
+        print(to_markdown(summary), end="")
+    return 0
+
+
+__all__ = ["add_bn_study_parser", "cmd_bn_study"]

@@ -1,0 +1,185 @@
+"""Settings of ``cifarlab bn-study``: a small dataclass schema of its own, two scales, validated like RunConfig.
+
+Layers: scale defaults (``quick`` or ``paper``) < ``-c FILE.yaml`` < dotted ``key=value`` overrides; the
+type checks and unknown-key errors reuse ``cifarlab.config``'s builder so messages read the same everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cifarlab.config import _build, deep_merge, parse_override, read_yaml, to_dict
+from cifarlab.errors import ConfigError
+
+PARTS: tuple[str, ...] = ("train", "band", "landscape", "ics", "noisy")
+MODELS: tuple[str, ...] = ("vgg_a", "vgg_a_bn")
+
+
+@dataclass
+class DataSettings:
+    dir: str | None = None  # CIFAR-10 location (None: $CIFARLAB_DATA or ~/.cache/cifarlab)
+    synthetic: int = 0  # > 0: use this many random images instead of CIFAR-10 (tests, smoke runs)
+    val_size: int = 1000  # validation carved from the training images (make_splits, stratified)
+    subset: int | None = 5000  # training images kept (stratified); None: all remaining
+    test_subset: int | None = 2000  # test images (evaluated once per run, at its end); None: all 10k
+    split_seed: int = 0
+    normalize: Literal["cifar10", "half"] = "cifar10"
+
+
+@dataclass
+class TrainSettings:
+    """Part ``train``: VGG-A vs VGG-A+BN at each LR (the paper's Fig. 1: SGD, lr 0.1 and 0.5)."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lrs: list[float] = field(default_factory=lambda: [0.1, 0.5])
+    steps: int = 300
+    momentum: float = 0.0  # the paper's plain SGD
+    weight_decay: float = 0.0
+    augment: bool = False  # the paper's Fig. 1 is without augmentation
+
+
+@dataclass
+class BandSettings:
+    """Part ``band``: the course protocol, training-loss band over learning rates."""
+
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lrs: list[float] = field(default_factory=lambda: [1e-3, 2e-3, 1e-4, 5e-4])
+    steps: int = 100
+    smooth: int = 5  # moving-average window of the plotted band (1: none); CSV holds the raw values
+
+
+@dataclass
+class LandscapeSettings:
+    """Part ``landscape``: Fig. 4 probes while training with SGD."""
+
+    lr: float = 0.1
+    steps: int = 800
+    probe_every: int = 50  # probe every k-th step (step 0 included)
+    eta_low: float = 0.5  # grid of step sizes eta = [eta_low .. eta_high] x lr
+    eta_high: float = 4.0
+    eta_count: int = 6
+    momentum: float = 0.0
+
+
+@dataclass
+class ICSSettings:
+    """Part ``ics``: Definition 2.1 at chosen layers (1-based among conv/linear layers, >= 2)."""
+
+    lr: float = 0.1
+    steps: int = 200
+    every: int = 50
+    layers: list[int] = field(default_factory=lambda: [3, 6, 9])
+    momentum: float = 0.0
+
+
+@dataclass
+class NoisySettings:
+    """Part ``noisy``: VGG-A + noisy BN (Algorithm 1) trained like VGG-A + BN (compared with both)."""
+
+    lr: float = 0.1
+    steps: int = 300
+    n_mu: float = 0.5
+    n_sigma: float = 1.25
+    r_mu: float = 0.1
+    r_sigma: float = 0.1
+
+
+@dataclass
+class StudySettings:
+    scale: Literal["quick", "paper"] = "quick"
+    seed: int = 0
+    device: str = "auto"
+    parts: list[str] = field(default_factory=lambda: list(PARTS))
+    width_mult: float = 0.125  # VGG-A channel/FC width multiplier (1.0 = the course VGG-A)
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    data: DataSettings = field(default_factory=DataSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    band: BandSettings = field(default_factory=BandSettings)
+    landscape: LandscapeSettings = field(default_factory=LandscapeSettings)
+    ics: ICSSettings = field(default_factory=ICSSettings)
+    noisy: NoisySettings = field(default_factory=NoisySettings)
+
+
+# The paper's protocol at full size: full VGG-A, 45k training images, 15,000 steps (SGD lr 0.1, batch 128).
+PAPER: dict[str, Any] = {
+    "scale": "paper",
+    "width_mult": 1.0,
+    "eval_batch_size": 1000,
+    "data": {"val_size": 5000, "subset": None, "test_subset": None},
+    "train": {"steps": 15000},
+    "band": {"steps": 7040},  # 20 epochs of 45k at batch 128 (the course's 20 epochs)
+    "landscape": {"steps": 15000, "probe_every": 100, "eta_count": 8},
+    "ics": {"steps": 15000, "every": 500},
+    "noisy": {"steps": 15000},
+}
+SCALES: dict[str, dict[str, Any]] = {"quick": {}, "paper": PAPER}
+
+
+def validate(s: StudySettings) -> StudySettings:
+    def need(ok: bool, key: str, value: Any, expected: str) -> None:
+        if not ok:
+            raise ConfigError(f"bn-study setting '{key}': got {value!r}, expected {expected}")
+
+    need(len(s.parts) > 0 and all(p in PARTS for p in s.parts), "parts", s.parts,
+         f"a non-empty subset of {', '.join(PARTS)}")
+    need(s.width_mult > 0, "width_mult", s.width_mult, "> 0")
+    need(s.batch_size >= 2, "batch_size", s.batch_size, ">= 2 (BatchNorm needs a batch)")
+    need(s.eval_batch_size >= 1, "eval_batch_size", s.eval_batch_size, ">= 1")
+    need(s.device == "auto" or s.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", s.device,
+         "auto, cpu, cuda, cuda:N or mps")
+    d = s.data
+    need(d.synthetic == 0 or d.synthetic >= 20, "data.synthetic", d.synthetic, "0 or >= 20 images")
+    need(0 <= d.val_size < 50000, "data.val_size", d.val_size, "0..49999")
+    need(d.subset is None or d.subset >= s.batch_size, "data.subset", d.subset,
+         f"null or >= batch_size ({s.batch_size})")
+    need(d.test_subset is None or 10 <= d.test_subset <= 10000, "data.test_subset", d.test_subset, "null or 10..10000")
+    for key, lrs in (("train.lrs", s.train.lrs), ("band.lrs", s.band.lrs)):
+        need(len(lrs) > 0 and all(lr > 0 for lr in lrs), key, lrs, "a non-empty list of learning rates > 0")
+    for key, value in (("train.steps", s.train.steps), ("band.steps", s.band.steps),
+                       ("landscape.steps", s.landscape.steps), ("ics.steps", s.ics.steps),
+                       ("noisy.steps", s.noisy.steps), ("landscape.probe_every", s.landscape.probe_every),
+                       ("landscape.eta_count", s.landscape.eta_count), ("ics.every", s.ics.every),
+                       ("band.smooth", s.band.smooth)):
+        need(value >= 1, key, value, "an integer >= 1")
+    for key, value in (("landscape.lr", s.landscape.lr), ("ics.lr", s.ics.lr), ("noisy.lr", s.noisy.lr)):
+        need(value > 0, key, value, "a learning rate > 0")
+    for key, value in (("train.momentum", s.train.momentum), ("landscape.momentum", s.landscape.momentum),
+                       ("ics.momentum", s.ics.momentum)):
+        need(0 <= value < 1, key, value, "0 <= momentum < 1")
+    need(s.train.weight_decay >= 0, "train.weight_decay", s.train.weight_decay, ">= 0")
+    need(0 < s.landscape.eta_low <= s.landscape.eta_high, "landscape.eta_low", s.landscape.eta_low,
+         f"0 < eta_low <= eta_high ({s.landscape.eta_high})")
+    need(len(s.ics.layers) > 0 and all(i >= 2 for i in s.ics.layers), "ics.layers", s.ics.layers,
+         "layer indices >= 2 (layer 1 has no earlier layers, so G = G')")
+    n = s.noisy
+    need(n.n_mu >= 0 and n.r_mu >= 0 and n.r_sigma >= 0, "noisy", to_dict(n), "n_mu, r_mu, r_sigma >= 0")
+    need(n.n_sigma >= 1, "noisy.n_sigma", n.n_sigma, ">= 1")
+    return s
+
+
+def load_settings(scale: str = "quick", files: list[str] | None = None, overrides: list[str] | None = None,
+                  extra: dict[str, Any] | None = None) -> StudySettings:
+    """Scale defaults < YAML files < ``extra`` (CLI flags) < dotted overrides; validated."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown bn-study scale '{scale}'; valid: {', '.join(SCALES)}")
+    merged: dict[str, Any] = dict(SCALES[scale])
+    merged["scale"] = scale
+    for path in files or []:
+        merged = deep_merge(merged, read_yaml(path))
+    merged = deep_merge(merged, extra or {})
+    for text in overrides or []:
+        merged = deep_merge(merged, parse_override(text))
+    try:
+        built = _build(StudySettings, merged)
+    except ConfigError as exc:
+        raise ConfigError(f"bn-study: {exc}") from None
+    return validate(built)
+
+
+def settings_from_dict(values: dict[str, Any]) -> StudySettings:
+    return validate(_build(StudySettings, values))
+
+
+__all__ = ["MODELS", "PARTS", "SCALES", "StudySettings", "load_settings", "settings_from_dict", "to_dict"]

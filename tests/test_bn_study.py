@@ -1,0 +1,124 @@
+"""The bn-study driver: settings validation, CLI hook, a tiny end-to-end run, resumability, unchanged trajectory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifarlab.analysis.bn_study.cli import add_bn_study_parser, cmd_bn_study
+from cifarlab.analysis.bn_study.interpret import summarize, to_markdown
+from cifarlab.analysis.bn_study.settings import load_settings
+from cifarlab.analysis.bn_study.study import RunSpec, load_study_data, train_run
+from cifarlab.errors import ConfigError
+
+TINY = ["data.synthetic=200", "width_mult=0.0625", "batch_size=32", "eval_batch_size=100", "train.steps=5",
+        "train.lrs=[0.1]", "band.steps=4", "band.lrs=[0.001,0.0001]", "landscape.steps=4", "landscape.probe_every=2",
+        "landscape.eta_count=3", "ics.steps=3", "ics.every=2", "ics.layers=[2,5]", "noisy.steps=5"]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cifarlab")
+    add_bn_study_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["bn-study", *argv])
+
+
+def test_settings_scales_and_errors(tmp_path: Path) -> None:
+    quick, paper = load_settings("quick"), load_settings("paper")
+    assert quick.width_mult < 1 and paper.width_mult == 1.0
+    assert paper.landscape.steps == 15000 and paper.data.subset is None and paper.train.lrs == [0.1, 0.5]
+    assert quick.band.lrs == [1e-3, 2e-3, 1e-4, 5e-4] and quick.band.optimizer == "adam"
+    with pytest.raises(ConfigError, match=r"unknown config key 'landscape\.eta_cnt'"):
+        load_settings("quick", overrides=["landscape.eta_cnt=3"])
+    with pytest.raises(ConfigError, match=r"landscape\.eta_low"):
+        load_settings("quick", overrides=["landscape.eta_low=5"])
+    with pytest.raises(ConfigError, match="parts"):
+        load_settings("quick", extra={"parts": ["train", "nope"]})
+    with pytest.raises(ConfigError, match=r"ics\.layers"):
+        load_settings("quick", overrides=["ics.layers=[1]"])
+    with pytest.raises(ConfigError, match="scale"):
+        load_settings("huge")
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("band: {steps: 7}\nlandscape: {lr: 0.05}\n")
+    s = load_settings("quick", files=[str(cfg)], overrides=["band.steps=9"])
+    assert (s.band.steps, s.landscape.lr) == (9, 0.05)
+
+
+def test_cli_bad_part_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        cmd_bn_study(parse(["--out", str(tmp_path), "--parts", "train,bogus"]))
+    with pytest.raises(ConfigError):
+        cmd_bn_study(parse(["--out", str(tmp_path), "--parts", ","]))
+
+
+def test_driver_trajectory_unchanged_by_probes_and_ics() -> None:
+    s = load_settings("quick", overrides=TINY)
+    data = load_study_data(s, torch.device("cpu"))
+    plain = train_run(RunSpec("vgg_a_bn", "sgd", 0.1, 4, evaluate=False), s, data, torch.device("cpu"), lambda _: None)
+    probed = train_run(RunSpec("vgg_a_bn", "sgd", 0.1, 4, evaluate=False, probe_every=1, etas=(0.05, 0.4),
+                               ics_every=2, ics_layers=(2, 3)), s, data, torch.device("cpu"), lambda _: None)
+    assert len(probed["probes"]) == 4 and len(probed["ics"]) == 4
+    assert plain["step_loss"] == probed["step_loss"]
+    for k, v in plain["model_state"].items():
+        assert torch.equal(v, probed["model_state"][k]), k
+
+
+def test_tiny_end_to_end_produces_every_file_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "study"
+    assert cmd_bn_study(parse(["--out", str(out), "--device", "cpu", *TINY])) == 0
+    expected = ["settings.yaml", "env.json", "summary.md", "summary.json",
+                "train/curves.png", "train/steps.csv", "train/epochs.csv", "train/final.csv", "train/done.json",
+                "band/band.png", "band/band.csv", "band/losses.csv", "band/done.json",
+                "landscape/landscape.png", "landscape/probes.csv", "landscape/probes_eta.csv", "landscape/done.json",
+                "ics/ics.png", "ics/ics.csv", "ics/done.json",
+                "noisy/curves.png", "noisy/epochs.csv", "noisy/final.csv", "noisy/done.json"]
+    for name in expected:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("band_width_mean", "pred_mean", "beta_mean", "beta_max", "test_acc", "ics_l2_mean"):
+        assert key in summary["models"]["vgg_a"] and key in summary["models"]["vgg_a_bn"], key
+    assert set(summary["noisy"]) == {"vgg_a", "vgg_a_bn", "vgg_a_noisy_bn"}
+    assert any("beta-smoothness" in line for line in summary["interpretation"])
+    # The band CSV is the per-step min/max over the LR runs of losses.csv.
+    band = (out / "band" / "band.csv").read_text().splitlines()
+    assert band[0].split(",") == ["step", "vgg_a_min", "vgg_a_max", "vgg_a_bn_min", "vgg_a_bn_max"]
+    assert len(band) == 1 + 4
+    # Second invocation: every part is complete, nothing is trained again.
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    assert cmd_bn_study(parse(["--out", str(out), "--device", "cpu", *TINY])) == 0
+    log = capsys.readouterr().out
+    assert ": training\n" not in log and log.count("complete, loading results") == 5
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    # Changing one part's settings re-runs only that part.
+    assert cmd_bn_study(parse(["--out", str(out), "--device", "cpu", "--parts", "band", "--quiet", *TINY,
+                               "band.lrs=[0.001,0.0005]"])) == 0
+    assert "bn-study summary" in capsys.readouterr().out
+    # ... and the summary still holds the other (complete) parts.
+    summary = json.loads((out / "summary.json").read_text())
+    assert "beta_mean" in summary["models"]["vgg_a_bn"] and "vgg_a_noisy_bn" in summary["noisy"]
+    # The report shows the study as one section: its two tables and five figures, no bogus "run" sections.
+    from cifarlab.report.build import build_report, report_counts
+
+    html_path, md_path = build_report(tmp_path)
+    html = html_path.read_text()
+    assert "BatchNorm study" in html and "Interpretation, generated from the numbers" in html
+    assert report_counts(html) == {"tables": 2, "figures": 5, "data_images": 5}
+    assert "Run study" not in html and "Santurkar et al. Fig. 4" in md_path.read_text()
+
+
+def test_interpretation_follows_the_numbers() -> None:
+    s = load_settings("quick")
+
+    def fake(model: str, beta: float) -> dict:
+        return {"spec": {"model": model, "lr": 0.1}, "status": "completed", "step_loss": [1.0],
+                "probes": [{"losses": [1.0, 2.0], "grad_diffs": [1.0, 3.0], "betas": [beta, beta / 2]}]}
+
+    lines = summarize({"landscape": [fake("vgg_a", 40.0), fake("vgg_a_bn", 10.0)]}, s)["interpretation"]
+    assert any("BN 10 vs 40 without (-75 %) → BN smoother" in line for line in lines)
+    lines = summarize({"landscape": [fake("vgg_a", 10.0), fake("vgg_a_bn", 40.0)]}, s)["interpretation"]
+    assert any("BN not smoother here" in line for line in lines)
+    assert "| VGG-A+BN |" in to_markdown(summarize({"landscape": [fake("vgg_a", 1.0), fake("vgg_a_bn", 2.0)]}, s))
