@@ -43,3 +43,19 @@ TINY = [
 
 def cfg_with(*overrides: str) -> RunConfig:
     return load_config(overrides=[*TINY, *overrides])
+
+
+def train_interrupted_then_resumed(cfg: RunConfig, run_dir, data: CifarArrays, after_epoch: int = 2) -> dict:
+    """Train until a KeyboardInterrupt at the end of ``after_epoch``, then ``--resume``; the resumed summary."""
+    import pytest
+
+    from cifarlab.engine.trainer import train
+
+    def interrupt(epoch: int, row: dict) -> None:
+        if epoch == after_epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run_dir, data=data, progress=False, on_epoch_end=interrupt)
+    assert not (run_dir / "summary.json").exists()
+    return train(cfg, run_dir, resume=True, data=data, progress=False)

@@ -15,7 +15,7 @@ from cifarlab.engine.trainer import train
 from cifarlab.errors import CheckpointError
 from cifarlab.models import create
 from cifarlab.models.summary import count_params
-from synthetic import cfg_with, synthetic_cifar
+from synthetic import cfg_with, synthetic_cifar, train_interrupted_then_resumed
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +85,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, data):
     cfg = cfg_with("train.epochs=3", "model.options.dropout=0.1", "augment.cutout=8")
     full = train(cfg, tmp_path / "full", data=data, progress=False)
 
-    def interrupt(epoch, row):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "part", data=data, progress=False, on_epoch_end=interrupt)
-    assert not (tmp_path / "part" / "summary.json").exists()
-    resumed = train(cfg, tmp_path / "part", resume=True, data=data, progress=False)
+    resumed = train_interrupted_then_resumed(cfg, tmp_path / "part", data)
 
     for key in ("test_loss", "test_acc", "final_train_loss", "final_val_acc", "best_epoch", "steps"):
         assert resumed[key] == full[key], key

@@ -15,7 +15,7 @@ from cifarlab.data import make_splits
 from cifarlab.engine import trainer as trainer_module
 from cifarlab.engine.checkpoint import load_checkpoint
 from cifarlab.engine.trainer import build_augment, build_model, evaluate, train
-from synthetic import TINY, cfg_with, synthetic_cifar
+from synthetic import TINY, cfg_with, synthetic_cifar, train_interrupted_then_resumed
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +54,7 @@ def test_resume_with_ema_lookahead_plateau_mixup_equals_uninterrupted(tmp_path, 
                    "optim.l2=1e-4", "train.tta=flip")
     full = train(cfg, tmp_path / "full", data=data, progress=False)
 
-    def interrupt(epoch, row):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "part", data=data, progress=False, on_epoch_end=interrupt)
-    resumed = train(cfg, tmp_path / "part", resume=True, data=data, progress=False)
+    resumed = train_interrupted_then_resumed(cfg, tmp_path / "part", data)
     for key in ("test_loss", "test_acc", "final_train_loss", "final_val_loss", "best_epoch", "steps"):
         assert resumed[key] == full[key], key
     sf = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
