@@ -122,3 +122,101 @@ def test_interpretation_follows_the_numbers() -> None:
     lines = summarize({"landscape": [fake("vgg_a", 10.0), fake("vgg_a_bn", 40.0)]}, s)["interpretation"]
     assert any("BN not smoother here" in line for line in lines)
     assert "| VGG-A+BN |" in to_markdown(summarize({"landscape": [fake("vgg_a", 1.0), fake("vgg_a_bn", 2.0)]}, s))
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("spec", [
+    RunSpec("vgg_a_bn", "sgd", 0.1, 20, momentum=0.9, evaluate=True, probe_every=3, etas=(0.05, 0.4)),
+    RunSpec("vgg_a_noisy_bn", "adam", 1e-3, 20, augment=True, noise=(0.5, 1.25, 0.1, 0.1)),
+], ids=["sgd-probes", "adam-noisy-augment"])
+def test_interrupted_run_resumes_exactly(tmp_path: Path, spec: RunSpec) -> None:
+    s = load_settings("quick", overrides=[*TINY, "checkpoint_seconds=0"])
+    data = load_study_data(s, torch.device("cpu"))
+    cpu, quiet = torch.device("cpu"), (lambda _: None)
+    whole = train_run(spec, s, data, cpu, quiet)
+    ckpt = tmp_path / "run.partial.pt"
+
+    def stop_after_two(epoch: int) -> None:
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):  # 160 training images / batch 32 = 5 steps per epoch: stopped at step 10
+        train_run(spec, s, data, cpu, quiet, checkpoint=ckpt, on_epoch_end=stop_after_two)
+    assert torch.load(ckpt, weights_only=True)["step"] == 10
+    lines: list[str] = []
+    resumed = train_run(spec, s, data, cpu, lines.append, checkpoint=ckpt)
+    assert any("resuming at step 10" in line for line in lines)
+    # Bit-identical continuation: losses, probes, epoch rows (without timings), final weights and BN stats.
+    assert resumed["step_loss"] == whole["step_loss"] and resumed["probes"] == whole["probes"]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in whole["epochs"]]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed["epochs"]] == strip
+    assert resumed.get("test_acc") == whole.get("test_acc")
+    for k, v in whole["model_state"].items():
+        assert torch.equal(v, resumed["model_state"][k]), k
+    # A checkpoint of other settings is not trusted: the run starts over (and still matches).
+    s_other = load_settings("quick", overrides=[*TINY, "checkpoint_seconds=0", "seed=1"])
+    lines.clear()
+    train_run(spec, s_other, data, cpu, lines.append, checkpoint=ckpt, on_epoch_end=lambda e: None)
+    assert any("belongs to other settings" in line for line in lines)
+
+
+def test_study_resumes_a_run_interrupted_mid_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cifarlab.analysis.bn_study import study as study_mod
+
+    s = load_settings("quick", overrides=[*TINY, "checkpoint_seconds=0", "train.steps=15", "parts=[train]"])
+    real = study_mod.train_run
+
+    def interrupted(*args, **kwargs):  # the first training is stopped after its second epoch (Ctrl-C)
+        def stop(epoch: int) -> None:
+            if epoch == 2:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs, on_epoch_end=stop)
+
+    monkeypatch.setattr(study_mod, "train_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        study_mod.run_study(s, tmp_path / "st", log=lambda _: None)
+    partial = list((tmp_path / "st" / "runs").glob("*.partial.pt"))
+    assert len(partial) == 1
+    monkeypatch.setattr(study_mod, "train_run", real)
+    lines: list[str] = []
+    study_mod.run_study(s, tmp_path / "st", log=lines.append)
+    assert any("resuming at step 10" in line for line in lines)
+    assert not list((tmp_path / "st" / "runs").glob("*.partial.pt"))  # finished runs leave no partial state
+    study_mod.run_study(s, tmp_path / "fresh", log=lambda _: None)
+    # Same per-step curves and final accuracies as a study never interrupted.
+    assert (tmp_path / "st" / "train" / "steps.csv").read_text() == (tmp_path / "fresh" / "train" /
+                                                                    "steps.csv").read_text()
+    assert (tmp_path / "st" / "train" / "final.csv").read_text().count("\n") >= 3
+    read = {k: json.loads((tmp_path / k / "summary.json").read_text())["models"] for k in ("st", "fresh")}
+    for model in ("vgg_a", "vgg_a_bn"):
+        assert read["st"][model]["test_acc"] == read["fresh"][model]["test_acc"]
+
+
+@pytest.mark.skipif(not __import__("cifarlab.experiments.executors", fromlist=["x"]).ray_available(),
+                    reason="ray extra not installed")
+def test_ray_executor_trains_the_runs_in_parallel_tasks(tmp_path: Path) -> None:
+    from cifarlab.analysis.bn_study.study import run_study
+
+    over = [*TINY, "parts=[train]", "train.lrs=[0.5]"]
+    lines: list[str] = []
+    ray_summary = run_study(load_settings("quick", overrides=[*over, "executor.kind=ray"]), tmp_path / "ray",
+                            log=lines.append)
+    assert any(line.startswith("[ray] 2 trainings as Ray tasks") for line in lines)
+    assert sum(": training" in line for line in lines) == 0  # all trained by the tasks, none by the driver
+    local = run_study(load_settings("quick", overrides=[*over, "executor.kind=local"]), tmp_path / "local",
+                      log=lambda _: None)
+    # Same runs, same numbers (tasks use 1 thread: float sums may differ in the last bits, not more).
+    for model in ("vgg_a", "vgg_a_bn"):
+        ray_acc, local_acc = ray_summary["models"][model]["test_acc"], local["models"][model]["test_acc"]
+        assert ray_acc["0.5"] == pytest.approx(local_acc["0.5"], abs=0.011)  # at most one test image flips
+    ray_steps = (tmp_path / "ray" / "train" / "steps.csv").read_text().splitlines()
+    local_steps = (tmp_path / "local" / "train" / "steps.csv").read_text().splitlines()
+    assert ray_steps[0] == local_steps[0] and len(ray_steps) == len(local_steps) == 1 + 2 * 5
+    for a, b in zip(ray_steps[1:], local_steps[1:]):
+        (*key_a, loss_a, _), (*key_b, loss_b, _) = a.split(","), b.split(",")
+        assert key_a == key_b and float(loss_a) == pytest.approx(float(loss_b), rel=1e-4)
+    assert sorted(p.name for p in (tmp_path / "ray" / "runs").iterdir()) == sorted(
+        p.name for p in (tmp_path / "local" / "runs").iterdir())

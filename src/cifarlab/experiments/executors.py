@@ -64,13 +64,17 @@ def run_local(
         record(plan, status, error)
 
 
-def _ray_task(config: dict[str, Any], run_dir: str, resume: bool, data: Any, threads: int,
-              data_dir: str | None) -> tuple[str, str | None]:
+def _pinned(func: Callable[..., Any], threads: int, *args: Any) -> Any:
     # Ray sets OMP_NUM_THREADS to num_cpus in workers, but torch may already have its pool: pin it explicitly,
-    # so N concurrent runs on one machine do not oversubscribe the cores.
+    # so N concurrent tasks on one machine do not oversubscribe the cores.
     import torch
 
     torch.set_num_threads(max(1, threads))
+    return func(*args)
+
+
+def _ray_task(config: dict[str, Any], run_dir: str, resume: bool, data: Any,
+              data_dir: str | None) -> tuple[str, str | None]:
     return execute_run(config, run_dir, resume, data, progress=False, data_dir=data_dir)
 
 
@@ -80,6 +84,64 @@ def ray_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def ray_map(
+    func: Callable[..., Any],
+    jobs: list[tuple[Any, tuple[Any, ...]]],
+    on_result: Callable[[Any, Any, str | None], None],
+    address: str | None = None,
+    cpus_per_task: float = 1.0,
+    gpus_per_task: float = 0.0,
+    shared: dict[str, Any] | None = None,
+) -> None:
+    """Run ``func(*args)`` for each ``(key, args)`` as one Ray task; ``on_result(key, value, error)`` as each ends.
+
+    ``func`` must be a module-level function (Ray pickles it by reference). With ``address`` the driver joins
+    that cluster (outputs must then be on a file system every node sees); otherwise a local Ray instance with
+    this machine's cores is started and stopped afterwards. ``shared``: large objects put once in the object
+    store; an argument equal to ``("shared", name)`` is replaced by that object's reference. A task whose
+    worker died (out of memory, node lost) is reported with ``value=None`` and the error; the others go on.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the ray executor needs Ray: pip install 'cifarlab[ray]' (or pip install ray)") from None
+    if cpus_per_task <= 0 or gpus_per_task < 0:
+        raise ConfigError(f"cpus per run must be > 0 and gpus per run >= 0 (got {cpus_per_task}, {gpus_per_task})")
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(os.cpu_count() or 1, int(cpus_per_task + 0.999)), include_dashboard=False,
+                     log_to_driver=False)
+    try:
+        if gpus_per_task > 0 and not ray.cluster_resources().get("GPU", 0):
+            # Ray would queue such tasks forever: say so instead of hanging.
+            raise ConfigError(f"{gpus_per_task} GPU per run requested but the Ray cluster has no GPU; "
+                              f"use 0 GPUs per run (or a cluster with GPUs)")
+        task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=0)(_pinned)
+        refs = {name: ray.put(obj) for name, obj in (shared or {}).items()}
+
+        def resolve(arg: Any) -> Any:
+            if isinstance(arg, tuple) and len(arg) == 2 and arg[0] == "shared" and arg[1] in refs:
+                return refs[arg[1]]
+            return arg
+
+        threads = int(max(1, cpus_per_task))
+        pending = {task.remote(func, threads, *(resolve(a) for a in args)): key for key, args in jobs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            key = pending.pop(done[0])
+            try:
+                value, error = ray.get(done[0]), None
+            except Exception as exc:  # the worker itself died, or the task raised: report, go on
+                value, error = None, _one_line(exc)
+            on_result(key, value, error)
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def run_ray(
@@ -92,42 +154,18 @@ def run_ray(
     gpus_per_run: float = 0.0,
     data_dir: str | None = None,
 ) -> None:
-    """One Ray task per run (``num_cpus``/``num_gpus`` each); the driver records results as they finish.
+    """One Ray task per sweep run (see ``ray_map``); the driver records results as they finish.
 
-    With ``address`` the driver joins that cluster (run directories must then be on a file system every node
-    sees); otherwise a local Ray instance with this machine's cores is started (and stopped afterwards).
     ``data``: put in the object store once and shared by every task; None lets each task load CIFAR-10 from
     ``data_dir`` / its config (the right choice on a cluster whose nodes have the data locally).
     """
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'cifarlab[ray]' (or pip install ray)") from None
-    if cpus_per_run <= 0 or gpus_per_run < 0:
-        raise ConfigError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0 (got {cpus_per_run}, {gpus_per_run})")
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(os.cpu_count() or 1, int(cpus_per_run + 0.999)), include_dashboard=False,
-                     log_to_driver=False)
-    try:
-        task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_ray_task)
-        data_ref = ray.put(data) if data is not None else None
-        pending = {
-            task.remote(plan.config, str((sweep_dir / plan.rel_dir).resolve()), resume, data_ref,
-                        int(max(1, cpus_per_run)), data_dir): plan
-            for plan, resume in todo
-        }
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            plan = pending.pop(done[0])
-            try:
-                status, error = ray.get(done[0])
-            except Exception as exc:  # the worker itself died (out of memory, node lost): record, go on
-                status, error = "failed", _one_line(exc)
-            record(plan, status, error)
-    finally:
-        if started_here:
-            ray.shutdown()
+    jobs = [(plan, (plan.config, str((sweep_dir / plan.rel_dir).resolve()), resume,
+                    ("shared", "data") if data is not None else None, data_dir))
+            for plan, resume in todo]
+
+    def on_result(plan: Any, value: Any, error: str | None) -> None:
+        status, err = value if value is not None else ("failed", error)
+        record(plan, status, err)
+
+    ray_map(_ray_task, jobs, on_result, address=address, cpus_per_task=cpus_per_run, gpus_per_task=gpus_per_run,
+            shared={"data": data} if data is not None else None)

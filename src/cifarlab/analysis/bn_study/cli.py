@@ -12,8 +12,10 @@ examples:
   cifarlab bn-study                                   # quick scale (~15 min on a 2-core CPU)
   cifarlab bn-study --data-dir ../shared/datasets --parts landscape,band
   cifarlab bn-study --scale paper --device cuda       # full VGG-A, 45k images, 15,000 steps
+  cifarlab bn-study --scale paper --executor ray --ray-address auto   # trainings in parallel on a cluster
   cifarlab bn-study landscape.eta_count=10 train.lrs=[0.05,0.1]
-re-running the same command skips the parts (and runs) that are complete.
+re-running the same command skips the parts and runs that are complete and resumes an interrupted run from
+its last saved epoch.
 """
 
 
@@ -28,6 +30,9 @@ def add_bn_study_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--data-dir", help="where CIFAR-10 is [data.dir]")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N [device]")
     p.add_argument("--parts", help="comma-separated subset of train,band,landscape,ics,noisy [parts]")
+    p.add_argument("--executor", choices=["auto", "local", "ray"],
+                   help="where the trainings run: auto (Ray at paper scale if installed), local, ray [executor.kind]")
+    p.add_argument("--ray-address", help="join this Ray cluster, e.g. auto [executor.address]")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     return p
 
@@ -42,6 +47,9 @@ def cmd_bn_study(args: argparse.Namespace) -> int:
         extra["data"] = {"dir": args.data_dir}
     if args.device is not None:
         extra["device"] = args.device
+    if args.executor is not None or args.ray_address is not None:
+        extra["executor"] = {k: v for k, v in (("kind", args.executor), ("address", args.ray_address))
+                             if v is not None}
     if args.parts is not None:
         parts = [p.strip() for p in args.parts.split(",") if p.strip()]
         if not parts:

@@ -76,6 +76,19 @@ class NoisyBatchNorm(nn.Module):
         return f"n_mu={self.n_mu}, n_sigma={self.n_sigma}, r_mu={self.r_mu}, r_sigma={self.r_sigma}"
 
 
+def noise_rng_states(model: nn.Module, device: torch.device) -> list[Tensor]:
+    """The noise generators' states of every NoisyBatchNorm in ``model`` (module order), for checkpoints."""
+    return [m._generator(device).get_state() for m in model.modules() if isinstance(m, NoisyBatchNorm)]
+
+
+def set_noise_rng_states(model: nn.Module, device: torch.device, states: list[Tensor]) -> None:
+    noisy = [m for m in model.modules() if isinstance(m, NoisyBatchNorm)]
+    if len(noisy) != len(states):
+        raise ValueError(f"checkpoint has {len(states)} noise generator states, the model {len(noisy)} noisy BNs")
+    for m, state in zip(noisy, states):
+        m._generator(device).set_state(state)
+
+
 def make_noisy_bn(model: nn.Module, seed: int = 0, **noise: float) -> nn.Module:
     """Wrap every BatchNorm2d of ``model`` in place (parameters and their names' order are kept: ``bn.``)."""
     count = 0
@@ -90,4 +103,5 @@ def make_noisy_bn(model: nn.Module, seed: int = 0, **noise: float) -> nn.Module:
     return model
 
 
-__all__ = ["NoiseDraw", "NoisyBatchNorm", "add_bn_noise", "make_noisy_bn"]
+__all__ = ["NoiseDraw", "NoisyBatchNorm", "add_bn_noise", "make_noisy_bn", "noise_rng_states",
+           "set_noise_rng_states"]

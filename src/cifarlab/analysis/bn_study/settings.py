@@ -90,6 +90,17 @@ class NoisySettings:
 
 
 @dataclass
+class ExecutorSettings:
+    """Where the study's independent trainings run: one after another here, or in parallel as Ray tasks."""
+
+    kind: Literal["auto", "local", "ray"] = "auto"  # auto: Ray at paper scale when it is installed, else local
+    address: str | None = None  # join this Ray cluster (outputs must be on a file system every node sees)
+    cpus_per_run: float = 1.0
+    gpus_per_run: float | None = None  # None: 1/4 GPU per run when Ray sees GPUs (VGG-A at batch 128 leaves
+    #                                    an H100 mostly idle, so four trainings share one), else 0
+
+
+@dataclass
 class StudySettings:
     scale: Literal["quick", "paper"] = "quick"
     seed: int = 0
@@ -104,6 +115,10 @@ class StudySettings:
     landscape: LandscapeSettings = field(default_factory=LandscapeSettings)
     ics: ICSSettings = field(default_factory=ICSSettings)
     noisy: NoisySettings = field(default_factory=NoisySettings)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    # A run in progress saves its full state (weights, optimiser, RNG streams, curves so far) at the end of
+    # an epoch when this many seconds passed since the last save; an interrupted study resumes it from there.
+    checkpoint_seconds: float = 60.0
 
 
 # The paper's protocol at full size: full VGG-A, 45k training images, 15,000 steps (SGD lr 0.1, batch 128).
@@ -157,6 +172,11 @@ def validate(s: StudySettings) -> StudySettings:
          f"0 < eta_low <= eta_high ({s.landscape.eta_high})")
     need(len(s.ics.layers) > 0 and all(i >= 2 for i in s.ics.layers), "ics.layers", s.ics.layers,
          "layer indices >= 2 (layer 1 has no earlier layers, so G = G')")
+    ex = s.executor
+    need(ex.cpus_per_run > 0, "executor.cpus_per_run", ex.cpus_per_run, "> 0")
+    need(ex.gpus_per_run is None or ex.gpus_per_run >= 0, "executor.gpus_per_run", ex.gpus_per_run,
+         "null (auto) or >= 0")
+    need(s.checkpoint_seconds >= 0, "checkpoint_seconds", s.checkpoint_seconds, ">= 0 (0: every epoch)")
     n = s.noisy
     need(n.n_mu >= 0 and n.r_mu >= 0 and n.r_sigma >= 0, "noisy", to_dict(n), "n_mu, r_mu, r_sigma >= 0")
     need(n.n_sigma >= 1, "noisy.n_sigma", n.n_sigma, ">= 1")

@@ -9,7 +9,9 @@ Layout of the output folder::
     summary.md, summary.json         the table + generated interpretation
 
 Resumability is per run and per part: each run file and each part marker is written atomically, so an
-interrupted study re-runs only the runs that had not finished (a run itself restarts from step 0).
+interrupted study re-runs only the runs that had not finished, and a run in progress continues from its last
+saved epoch (``runs/<id>.partial.pt``: weights, optimiser, RNG streams, curves so far; deleted when it ends).
+With the Ray executor the independent trainings of all parts asked for run as parallel tasks first.
 Runs are shared between parts through their fingerprint: e.g. the noisy-BN part reuses the train part's
 VGG-A and VGG-A+BN runs at the same LR and step count instead of training them again.
 """
@@ -33,11 +35,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.analysis.bn_study.ics import ics_measure, layer_groups, snapshot_params
-from cifarlab.analysis.bn_study.noisy_bn import make_noisy_bn
+from cifarlab.analysis.bn_study.noisy_bn import make_noisy_bn, noise_rng_states, set_noise_rng_states
 from cifarlab.analysis.bn_study.probes import eta_grid, named_trainable, probe_step
 from cifarlab.analysis.bn_study.settings import MODELS, PARTS, StudySettings, to_dict
 from cifarlab.data import BatchAugment, CifarArrays, load_cifar10, make_splits
-from cifarlab.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_write_yaml
+from cifarlab.engine.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_yaml,
+    save_checkpoint,
+)
 from cifarlab.engine.environment import environment_info, resolve_device
 from cifarlab.errors import ConfigError
 from cifarlab.models import create
@@ -185,11 +193,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _resume_state(checkpoint: Path | None, spec: RunSpec, key: str, log: Log) -> dict[str, Any] | None:
+    if checkpoint is None or not checkpoint.is_file():
+        return None
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:  # truncated or foreign: start over rather than trust it
+        log(f"  {spec.name}: unreadable partial checkpoint {checkpoint.name}, starting from step 0")
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        log(f"  {spec.name}: partial checkpoint {checkpoint.name} belongs to other settings, starting from step 0")
+        return None
+    return state
+
+
 def train_run(spec: RunSpec, s: StudySettings, data: StudyData, device: torch.device, log: Log,
-              model: nn.Module | None = None) -> dict[str, Any]:
+              model: nn.Module | None = None, checkpoint: Path | None = None,
+              on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train ``spec`` for ``spec.steps`` SGD/Adam steps; probes and ICS measured without touching the trajectory.
 
     Returns plain arrays/scalars (see ``save_run``). ``model`` may be given (tests); else built from the spec.
+    ``checkpoint``: where the run's full state is saved at epoch ends (every ``s.checkpoint_seconds``) and
+    resumed from if present, so an interrupted run continues with exactly the numbers of an uninterrupted one.
+    ``on_epoch_end(epoch)`` is called after each epoch's state is saved (tests interrupt runs with it).
     """
     torch.manual_seed(s.seed)  # same initialisation for a given architecture, whatever ran before
     if model is None:
@@ -209,8 +235,22 @@ def train_run(spec: RunSpec, s: StudySettings, data: StudyData, device: torch.de
         raise ConfigError(f"bn-study: {n} training images are fewer than one batch of {s.batch_size}")
     rec = RunLog()
     status, step, epoch = "completed", 0, 0
-    train_seconds = probe_seconds = 0.0
+    train_seconds = probe_seconds = wall_before = 0.0
+    key = fingerprint(spec, s)
+    state = _resume_state(checkpoint, spec, key, log)
+    if state is not None:
+        # Everything that decides what happens next: weights + BN stats, optimiser, every RNG stream in use.
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        order_gen.set_state(state["order_rng"])
+        aug_gen.set_state(state["aug_rng"].to(aug_gen.get_state().device))
+        set_noise_rng_states(model, device, state["noise_rng"])
+        rec = RunLog(**state["log"])
+        step, epoch = state["step"], state["epoch"]
+        train_seconds, probe_seconds, wall_before = state["train_seconds"], state["probe_seconds"], state["wall"]
+        log(f"  {spec.name}: resuming at step {step} (epoch {epoch}) from {checkpoint.name}")
     t_start = time.perf_counter()
+    last_save = t_start
     while step < spec.steps and status == "completed":
         perm = torch.randperm(n, generator=order_gen).to(device)
         ep_time, ep_losses, ep_accs = 0.0, [], []
@@ -270,9 +310,20 @@ def train_run(spec: RunSpec, s: StudySettings, data: StudyData, device: torch.de
         log(f"  {spec.name}: epoch {epoch} step {step}/{spec.steps} train_loss {row['train_loss']:.4f} "
             f"train_acc {row['train_acc']:.3f}" + (f" val_acc {row['val_acc']:.3f}" if "val_acc" in row else "")
             + f" {ep_time:.1f}s")
+        now = time.perf_counter()
+        if (checkpoint is not None and status == "completed" and step < spec.steps
+                and now - last_save >= s.checkpoint_seconds):
+            save_checkpoint(checkpoint, {
+                "key": key, "step": step, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "order_rng": order_gen.get_state(), "aug_rng": aug_gen.get_state().cpu(),
+                "noise_rng": noise_rng_states(model, device), "log": asdict(rec),
+                "train_seconds": train_seconds, "probe_seconds": probe_seconds, "wall": wall_before + now - t_start})
+            last_save = time.perf_counter()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
     result: dict[str, Any] = {"name": spec.name, "spec": asdict(spec), "status": status, "steps_done": step,
                               "train_seconds": train_seconds, "probe_seconds": probe_seconds,
-                              "wall_seconds": time.perf_counter() - t_start,
+                              "wall_seconds": wall_before + time.perf_counter() - t_start,
                               "seconds_per_epoch": train_seconds / max(1e-9, sum(r["fraction"] for r in rec.epochs)),
                               "step_loss": rec.step_loss, "step_acc": rec.step_acc, "epochs": rec.epochs,
                               "probes": rec.probes, "ics": rec.ics, "model_state": model.state_dict()}
@@ -371,10 +422,54 @@ class Study:
             self.log(f"  {spec.name}: done earlier, reusing {path.name}")
             return done
         self.log(f"  {spec.name}: training")
-        result = train_run(spec, self.s, self.data, self.device, self.log)
+        partial = _file(path, ".partial.pt")
+        result = train_run(spec, self.s, self.data, self.device, self.log, checkpoint=partial)
         save_run(path, result)
+        partial.unlink(missing_ok=True)  # the finished run's files supersede it
         result.pop("model_state", None)
         return result
+
+    def executor(self, pending: int) -> str:
+        kind = self.s.executor.kind
+        if kind == "auto":
+            from cifarlab.experiments.executors import ray_available
+
+            if self.s.scale != "paper" or pending < 2:
+                return "local"
+            if not ray_available():
+                self.log(f"Ray is not installed: the {pending} trainings run one after another "
+                         f"(pip install 'cifarlab[ray]' to run them in parallel)")
+                return "local"
+            return "ray"
+        return kind
+
+    def run_parallel(self, specs: list[RunSpec]) -> None:
+        """Train the not-yet-finished ``specs`` as parallel Ray tasks (each saves its own files, resumable).
+
+        A task that fails is reported and left unfinished; the part that needs it then trains it here and
+        raises the error in plain sight.
+        """
+        from cifarlab.experiments.executors import ray_map
+
+        todo = list({self.path(sp): sp for sp in specs if self.load(sp) is None}.values())
+        kind = self.executor(len(todo))
+        if kind != "ray" or not todo:
+            return
+        ex = self.s.executor
+        gpus = ex.gpus_per_run
+        if gpus is None:
+            gpus = 0.25 if self.device.type == "cuda" else 0.0
+        self.log(f"[ray] {len(todo)} trainings as Ray tasks ({ex.cpus_per_run:g} CPU, {gpus:g} GPU each)"
+                 + (f" on {ex.address}" if ex.address else " on this machine"))
+        settings = to_dict(self.s)
+        if gpus == 0 and self.device.type == "cuda":
+            settings["device"] = "cpu"  # a task without a GPU share must not touch the GPU
+        jobs = [(sp, (asdict(sp), settings, str(self.out.resolve()))) for sp in todo]
+
+        def on_result(spec: RunSpec, value: Any, error: str | None) -> None:
+            self.log(f"  {spec.name}: " + (f"{value}" if error is None else f"failed ({error})"))
+
+        ray_map(train_task, jobs, on_result, address=ex.address, cpus_per_task=ex.cpus_per_run, gpus_per_task=gpus)
 
     def part_done(self, part: str) -> bool:
         marker = self.out / part / "done.json"
@@ -420,6 +515,16 @@ class Study:
         raise ConfigError(f"unknown bn-study part '{part}'; valid: {', '.join(PARTS)}")
 
 
+def train_task(spec: dict[str, Any], settings: dict[str, Any], out: str) -> str:
+    """One training as a Ray task: its own data and device, files written to ``out/runs`` like a local run."""
+    from cifarlab.analysis.bn_study.settings import settings_from_dict
+
+    s = settings_from_dict(settings)
+    run_spec = RunSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+    result = Study(s, Path(out), log=lambda _line: None).run(run_spec)
+    return f"{result['status']}, {result['steps_done']} steps, {result['wall_seconds']:.0f} s"
+
+
 def run_study(s: StudySettings, out: str | Path, log: Log = print) -> dict[str, Any]:
     """Run the selected parts (skipping complete ones), write figures/CSVs and the summary; return the summary."""
     from cifarlab.analysis.bn_study import interpret, plots
@@ -430,6 +535,10 @@ def run_study(s: StudySettings, out: str | Path, log: Log = print) -> dict[str, 
     atomic_write_json(study.out / "env.json", environment_info(study.device))
     t_all = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
+    # Independent trainings of every part asked for go out together (Ray executor); the loop below then
+    # finds them finished. With the local executor this does nothing and the loop trains them in turn.
+    study.run_parallel([sp for part in PARTS if part in s.parts and not study.part_done(part)
+                        for sp in study.specs(part)])
     for part in PARTS:
         if part not in s.parts:
             # A part not asked for this time still enters the summary when an earlier invocation completed it.
@@ -454,4 +563,5 @@ def run_study(s: StudySettings, out: str | Path, log: Log = print) -> dict[str, 
     return summary
 
 
-__all__ = ["RunSpec", "Study", "StudyData", "load_study_data", "run_study", "synthetic_cifar", "train_run"]
+__all__ = ["RunSpec", "Study", "StudyData", "load_study_data", "run_study", "synthetic_cifar", "train_run",
+           "train_task"]
