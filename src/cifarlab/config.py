@@ -39,6 +39,7 @@ class AugmentConfig:
     crop_padding: int = 4  # random crop after padding by this many pixels; 0 disables
     pad_mode: Literal["reflect", "zeros"] = "reflect"
     flip: bool = True  # random horizontal flip
+    flip_mode: Literal["random", "alternate"] = "random"  # alternate: each image flipped in every other epoch
     cutout: int = 0  # side of a random square set to zero (after normalisation: the mean); 0 disables
     # Batch-level mixing (engine/mixing.py): each batch is paired with itself reversed; targets become soft.
     mixup_alpha: float = 0.0  # mixup: x = lam*x + (1-lam)*x[::-1], lam ~ Beta(alpha, alpha); 0 disables
@@ -83,6 +84,7 @@ class OptimConfig:
     l2: float = 0.0  # adds l2/2 * sum w^2 to the training loss (through the gradient: never decoupled)
     no_decay_bn_bias: bool = False  # exclude parameters with ndim <= 1 (BN weights/biases, biases) from decay/l1/l2
     bn_bias_lr_mult: float = 1.0  # LR multiplier of the parameters with ndim <= 1 (BN weights/biases, biases)
+    bn_bias_wd_mult: float = 1.0  # weight-decay multiplier of that group (1/bn_bias_lr_mult: same decay per step)
     lookahead_k: int = 0  # Lookahead: sync slow weights every k optimizer steps; 0 disables
     lookahead_alpha: float = 0.5  # Lookahead: slow += alpha * (fast - slow)
 
@@ -310,7 +312,7 @@ def list_presets() -> list[str]:
 
 def preset_dict(name: str) -> dict[str, Any]:
     folder = resources.files("cifarlab") / "presets"
-    path = folder / f"{name}.yaml"
+    path = folder / f"{name.replace('-', '_')}.yaml"  # fast-cpu and fast_cpu name the same preset
     if not path.is_file():
         raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(list_presets())}")
     return yaml.safe_load(path.read_text()) or {}

@@ -2,6 +2,7 @@
 
 from cifarlab.data.augment import (
     BatchAugment,
+    alternate_flip_mask,
     crop,
     crop_flip,
     cutout,
@@ -34,6 +35,7 @@ __all__ = [
     "BatchAugment",
     "CifarArrays",
     "Splits",
+    "alternate_flip_mask",
     "crop",
     "crop_flip",
     "cutout",

@@ -244,6 +244,17 @@ def normalize(
     return _normalize(x, scale, shift, channels_last)
 
 
+def alternate_flip_mask(base: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Alternating flips (airbench): image i is mirrored in epoch e iff ``base[i] xor (e odd)``.
+
+    ``base`` is one random bool per training image drawn once per run, so over any two consecutive epochs
+    every image is seen exactly once mirrored and once not, instead of by chance (random flips repeat the
+    same orientation in both epochs for half of the images).
+    """
+    mask = base[idx]
+    return ~mask if epoch % 2 else mask
+
+
 class BatchAugment:
     """The training-time augmentation pipeline: random crop + flip (one gather), normalise, cutout.
 
@@ -292,15 +303,21 @@ class BatchAugment:
             self._consts[device] = _affine(self.mean, self.std, device)
         return self._consts[device]
 
-    def train(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augment and normalise a uint8 batch; randomness drawn from ``generator`` (on x's device)."""
+    def train(self, x: torch.Tensor, generator: torch.Generator, flips: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment and normalise a uint8 batch; randomness drawn from ``generator`` (on x's device).
+
+        ``flips``: (B,) bool mask of the images to mirror, given by the caller (alternating flips); None draws
+        a random one. Ignored when ``flip`` is off.
+        """
         _check_images(x)
         b, dev = x.shape[0], x.device
         # Fixed draw order (offsets, flips, cutout centres) keeps runs reproducible across versions.
-        dx = dy = flips = None
+        dx = dy = None
         if self.crop_padding > 0:
             dx, dy = random_offsets(b, self.crop_padding, generator, dev)
-        if self.flip:
+        if not self.flip:
+            flips = None
+        elif flips is None:
             flips = random_flip_mask(b, generator, dev)
         if dx is not None or flips is not None:
             x = crop_flip(x, dx, dy, flips, self.crop_padding, self.pad_mode, self.channels_last)
@@ -320,6 +337,7 @@ class BatchAugment:
 __all__ = [
     "PAD_MODES",
     "BatchAugment",
+    "alternate_flip_mask",
     "crop",
     "crop_flip",
     "cutout",

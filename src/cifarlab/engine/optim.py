@@ -39,12 +39,12 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     "weights" comes first so that ``param_groups[0]["lr"]`` (what steps.csv logs) is always ``optim.lr``'s curve.
     """
     weights, bn_bias = split_params(model)
-    if not cfg.no_decay_bn_bias and cfg.bn_bias_lr_mult == 1.0:
+    if not cfg.no_decay_bn_bias and cfg.bn_bias_lr_mult == 1.0 and cfg.bn_bias_wd_mult == 1.0:
         return [{"params": weights + bn_bias, "name": "all"}]
     groups = [
         {"params": weights, "name": "weights"},
         {"params": bn_bias, "name": "bn_bias", "lr": cfg.lr * cfg.bn_bias_lr_mult,
-         "weight_decay": 0.0 if cfg.no_decay_bn_bias else cfg.weight_decay},
+         "weight_decay": 0.0 if cfg.no_decay_bn_bias else cfg.weight_decay * cfg.bn_bias_wd_mult},
     ]
     return [g for g in groups if g["params"]]
 

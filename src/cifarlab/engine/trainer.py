@@ -35,7 +35,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig, config_from_dict, to_dict
-from cifarlab.data import CLASSES, BatchAugment, CifarArrays, Splits, load_cifar10, make_splits
+from cifarlab.data import (
+    CLASSES,
+    BatchAugment,
+    CifarArrays,
+    Splits,
+    alternate_flip_mask,
+    load_cifar10,
+    make_splits,
+)
 from cifarlab.engine.averaging import EMA, SWA, update_bn
 from cifarlab.engine.checkpoint import (
     atomic_write_json,
@@ -198,6 +206,9 @@ def load_run_config(run_dir: Path) -> RunConfig:
 # Training
 
 
+DATA_INIT_IMAGES = 5000  # training images a model's init_from_data sees (airbench uses 5,000 for whitening)
+
+
 class Trainer:
     """One training run. ``Trainer(cfg).fit()`` returns the summary dict (also written to summary.json)."""
 
@@ -237,9 +248,19 @@ class Trainer:
         self.val_x, self.val_y = splits.val_x.to(device), splits.val_y.to(device)
         self.test_x, self.test_y = splits.test_x.to(device), splits.test_y.to(device)
 
+        self.augment = build_augment(cfg)
+        init_from_data = getattr(unwrap(self.model), "init_from_data", None)
+        if init_from_data is not None:
+            # Data-dependent init (fast_net's patch whitening): a statistic of the first training images,
+            # un-augmented; deterministic, and overwritten by the checkpoint when resuming.
+            init_from_data(self.augment.eval(self.train_x[:DATA_INIT_IMAGES]).float())
+        self.flip_base: torch.Tensor | None = None
+        if cfg.augment.flip_mode == "alternate" and cfg.augment.flip:
+            # One random orientation per training image, fixed for the run; odd epochs use the complement.
+            gen = torch.Generator().manual_seed(seed_for(cfg.train.seed, -1))
+            self.flip_base = (torch.rand(len(self.train_x), generator=gen) < 0.5).to(device)
         self.params = count_params(self.model)
         self.macs = count_macs(unwrap(self.model))
-        self.augment = build_augment(cfg)
         self.mixer = BatchMixer(cfg.augment.mixup_alpha, cfg.augment.cutmix_alpha, cfg.augment.mix_prob)
         self.loss_fn = build_loss(cfg.loss).to(device)
         self.eval_loss_fn = nn.CrossEntropyLoss()  # validation/test loss is plain CE whatever the train loss
@@ -368,7 +389,8 @@ class Trainer:
             for j in range(accum):
                 first_image = (i * accum + j) * bs
                 idx = order[first_image : first_image + bs]
-                x = self.augment.train(self.train_x[idx], gen)
+                flips = None if self.flip_base is None else alternate_flip_mask(self.flip_base, idx, epoch)
+                x = self.augment.train(self.train_x[idx], gen, flips)
                 y = self.train_y[idx]
                 x, target, y_acc = self.mixer(x, y, mix_rng)  # unchanged batch (target = y) when mixing is off
                 with self.autocast():

@@ -7,6 +7,7 @@ from cifarlab.models import (  # noqa: F401
     densenet,
     dla,
     dpn,
+    fast_net,
     mobilenetv2,
     mynet,
     quick_cnn,

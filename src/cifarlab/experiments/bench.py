@@ -1,0 +1,239 @@
+"""``cifarlab bench``: how fast training is here, side by side, measured in one process (these machines are noisy).
+
+Four measurements, each printed as it finishes and saved to ``bench.json``:
+
+1. **Engine overhead**: images/s of cifarlab's real training step (``Trainer._train_epoch``: uint8 gather,
+   augmentation on the device, forward, backward, optimiser, LR schedule, on-device metrics) vs the bare
+   forward/backward/step on one pre-made float batch, for the same model and batch size.
+2. **Conventional pipeline** (what the reports we replace do): a per-image ``Dataset`` returning a float
+   tensor after a per-image random crop (pad 4) and flip, batched by a ``DataLoader`` with worker processes,
+   fed to the same model in the default (NCHW) memory format. Ratio = cifarlab engine / conventional.
+3. **Roofline**: the machine's measured fp32 peak for a large 3x3 convolution and a large matrix product,
+   and the GFLOP/s each training step achieves (3 x 2 x MACs per image: forward + two backward products).
+4. **Time to accuracy** (``--recipe fast-cpu``, opt-in: it trains): the recipe's wall time and final test
+   accuracy for each seed, mean ± std.
+
+Rounds are interleaved (bare, engine, conventional, bare, ...) and the best round of each is kept, so a burst
+of load from another process hits all variants alike and does not decide a ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cifarlab.config import load_config
+from cifarlab.data import CIFAR10_MEAN, CIFAR10_STD, CifarArrays
+from cifarlab.engine.checkpoint import atomic_write_json
+from cifarlab.engine.environment import environment_info
+from cifarlab.models import count_macs
+
+Log = Callable[[str], None]
+
+# Model -> (preset whose recipe it trains with, batch size). The batch sizes are each recipe's own.
+DEFAULT_MODELS: dict[str, tuple[str, int]] = {"quick_cnn": ("quick", 256), "vgg_a": ("vgg_a", 128),
+                                              "fast_net": ("fast", 1024)}
+
+
+class PerImageCifar(Dataset):
+    """The conventional per-image pipeline (torchvision-style transforms, written out: pad, crop, flip, scale)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, padding: int = 4) -> None:
+        self.images, self.labels, self.padding = images, labels, padding
+        self.mean = torch.tensor(CIFAR10_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(CIFAR10_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i].float().div_(255)  # ToTensor
+        p = self.padding
+        x = F.pad(x.unsqueeze(0), (p, p, p, p), mode="reflect").squeeze(0)  # RandomCrop(32, padding=4)
+        top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()
+        x = x[:, top : top + 32, left : left + 32]
+        if torch.rand(()) < 0.5:  # RandomHorizontalFlip
+            x = x.flip(-1)
+        return (x - self.mean) / self.std, self.labels[i]  # Normalize
+
+
+def _best_time(step: Callable[[], None], steps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+@dataclass
+class ModelBench:
+    model: str
+    batch: int
+    macs: int
+    bare: float  # images/s
+    engine: float
+    conventional: float
+
+    def row(self) -> dict[str, Any]:
+        flops = 6 * self.macs  # per image and step: forward (2 MACs) + backward (2 x 2 MACs)
+        return {"model": self.model, "batch": self.batch, "macs": self.macs, "bare_img_s": self.bare,
+                "engine_img_s": self.engine, "conventional_img_s": self.conventional,
+                "engine_overhead_pct": 100 * (self.bare / self.engine - 1),
+                "engine_vs_conventional": self.engine / self.conventional,
+                "engine_gflops": flops * self.engine / 1e9}
+
+
+def bench_model(name: str, preset: str, batch: int, data: CifarArrays, steps: int, rounds: int, workers: int,
+                log: Log) -> ModelBench:
+    from cifarlab.engine.losses import build_loss
+    from cifarlab.engine.optim import build_optimizer
+    from cifarlab.engine.trainer import Trainer, build_model
+
+    # The engine: a real Trainer on exactly steps x batch training images, one epoch = the timed steps.
+    cfg = load_config(preset, overrides=[f"train.batch_size={batch}", "train.epochs=1", "data.val_size=0",
+                                         f"data.subset={steps * batch}", "train.log_every=1000000",
+                                         "data.test_subset=100", "train.device=cpu"])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp) / "run", data=data, progress=False)
+        trainer._setup()
+        model, loss_fn = trainer.model, trainer.loss_fn
+        x_fixed = trainer.augment.train(trainer.train_x[:batch], torch.Generator().manual_seed(0))
+        y_fixed = trainer.train_y[:batch]
+
+        def bare() -> None:  # the compute floor: same model, optimiser and loss on one pre-made batch
+            loss = loss_fn(model(x_fixed), y_fixed)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+
+        # The conventional pipeline: same architecture, optimiser and loss; default (NCHW) memory format as in
+        # the reports' scripts; images made one by one in DataLoader worker processes.
+        conv_cfg = load_config(preset, overrides=["train.channels_last=false", "train.device=cpu"])
+        conv_net = build_model(conv_cfg, torch.device("cpu"))
+        conv_opt = build_optimizer(conv_net, conv_cfg.optim)
+        conv_loss = build_loss(conv_cfg.loss)
+        loader = DataLoader(PerImageCifar(data.train_x, data.train_y), batch_size=batch, shuffle=True,
+                            drop_last=True, num_workers=workers, persistent_workers=workers > 0)
+        batches: Iterator = iter(loader)
+
+        def conventional() -> None:
+            nonlocal batches
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                x, y = next(batches)
+            loss = conv_loss(conv_net(x), y)
+            conv_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            conv_opt.step()
+
+        best = {"bare": math.inf, "engine": math.inf, "conventional": math.inf}
+        for r in range(rounds):
+            best["bare"] = min(best["bare"], _best_time(bare, steps))
+            t0 = time.perf_counter()
+            trainer._train_epoch(r)
+            best["engine"] = min(best["engine"], (time.perf_counter() - t0) / trainer.steps_per_epoch)
+            best["conventional"] = min(best["conventional"], _best_time(conventional, steps))
+        macs = count_macs(conv_net)
+    result = ModelBench(name, batch, macs, *(batch / best[k] for k in ("bare", "engine", "conventional")))
+    r = result.row()
+    log(f"  {name:<10} batch {batch:>4}: bare {r['bare_img_s']:7.0f} img/s | engine {r['engine_img_s']:7.0f} img/s "
+        f"(overhead {r['engine_overhead_pct']:+.1f} %) | conventional {r['conventional_img_s']:7.0f} img/s | "
+        f"engine/conventional {r['engine_vs_conventional']:.2f}x | {r['engine_gflops']:.1f} GFLOP/s")
+    return result
+
+
+def roofline(log: Log, repeats: int = 5) -> dict[str, float]:
+    """Measured fp32 peaks of this machine: a large 3x3 convolution (forward) and a large matrix product."""
+    x = torch.randn(64, 256, 16, 16).contiguous(memory_format=torch.channels_last)
+    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    with torch.no_grad():
+        t_conv = min(_best_time(lambda: conv(x), 1) for _ in range(repeats))
+        t_mm = min(_best_time(lambda: a @ b, 1) for _ in range(repeats))
+    conv_gflops = 2 * 64 * 256 * 256 * 9 * 16 * 16 / t_conv / 1e9
+    mm_gflops = 2 * 2048**3 / t_mm / 1e9
+    log(f"  roofline: 3x3 conv 256->256 @16x16 batch 64: {conv_gflops:.1f} GFLOP/s; 2048^2 matmul: "
+        f"{mm_gflops:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
+    return {"conv_gflops": conv_gflops, "matmul_gflops": mm_gflops, "threads": torch.get_num_threads()}
+
+
+def time_to_accuracy(recipe: str, seeds: list[int], data: CifarArrays, out: Path, log: Log,
+                     overrides: list[str] | None = None) -> dict[str, Any]:
+    from cifarlab.engine.trainer import train
+
+    runs = []
+    for seed in seeds:
+        cfg = load_config(recipe, overrides=[f"train.seed={seed}", *(overrides or [])])
+        t0 = time.perf_counter()
+        summary = train(cfg, out / f"{recipe}-seed{seed}", data=data, progress=None)
+        wall = time.perf_counter() - t0
+        runs.append({"seed": seed, "test_acc": summary["test_acc"], "wall_s": wall,
+                     "train_s": summary.get("train_seconds"), "status": summary["status"]})
+        log(f"  {recipe} seed {seed}: test {100 * summary['test_acc']:.2f} % in {wall:.0f} s "
+            f"(training {summary.get('train_seconds', float('nan')):.0f} s)")
+    accs = [r["test_acc"] for r in runs]
+    walls = [r["wall_s"] for r in runs]
+    result = {"recipe": recipe, "runs": runs, "test_acc_mean": statistics.mean(accs),
+              "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+              "wall_s_mean": statistics.mean(walls), "wall_s_max": max(walls)}
+    log(f"  {recipe}: {100 * result['test_acc_mean']:.2f} ± {100 * result['test_acc_std']:.2f} % test over "
+        f"{len(runs)} seed(s), wall {result['wall_s_mean']:.0f} s mean, {result['wall_s_max']:.0f} s max")
+    return result
+
+
+def run_bench(data: CifarArrays, out: Path, models: list[str], steps: int = 8, rounds: int = 3, workers: int = 2,
+              recipe: str | None = None, seeds: list[int] | None = None, log: Log = print,
+              recipe_overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run the measurements; write ``out/bench.json`` atomically; return it."""
+    from cifarlab.errors import ConfigError
+
+    unknown = [m for m in models if m not in DEFAULT_MODELS]
+    if unknown:
+        raise ConfigError(f"bench: unknown model(s) {', '.join(unknown)}; valid: {', '.join(DEFAULT_MODELS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"environment": environment_info(torch.device("cpu")), "steps": steps,
+                              "rounds": rounds, "workers": workers}
+    log(f"cifarlab bench: torch {torch.__version__}, {torch.get_num_threads()} threads; best of {rounds} "
+        f"interleaved rounds of {steps} steps; conventional pipeline with {workers} DataLoader workers")
+    report["roofline"] = roofline(log)
+    report["models"] = []
+    for name in models:
+        preset, batch = DEFAULT_MODELS[name]
+        row = bench_model(name, preset, batch, data, steps, rounds, workers, log).row()
+        row["pct_of_conv_peak"] = 100 * row["engine_gflops"] / report["roofline"]["conv_gflops"]
+        report["models"].append(row)
+        atomic_write_json(out / "bench.json", report)
+    if recipe:
+        report["time_to_accuracy"] = time_to_accuracy(recipe, seeds or [0], data, out / "runs", log,
+                                                      recipe_overrides)
+    atomic_write_json(out / "bench.json", report)
+    log(f"written: {out / 'bench.json'}")
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The models' rows as a Markdown table (for docs/benchmarks.md)."""
+    lines = ["| model | batch | bare img/s | engine img/s | overhead | conventional img/s | engine / conventional "
+             "| GFLOP/s (of conv peak) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["models"]:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['bare_img_s']:.0f} | {r['engine_img_s']:.0f} | "
+                     f"{r['engine_overhead_pct']:+.1f} % | {r['conventional_img_s']:.0f} | "
+                     f"{r['engine_vs_conventional']:.2f}x | {r['engine_gflops']:.1f} ({r['pct_of_conv_peak']:.0f} %) |")
+    return "\n".join(lines)
+
+
+__all__ = ["DEFAULT_MODELS", "PerImageCifar", "format_table", "roofline", "run_bench", "time_to_accuracy"]

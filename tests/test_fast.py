@@ -1,0 +1,187 @@
+"""The fast recipe's pieces: patch whitening, dirac init, frozen BN scale, alternating flips, bias groups, presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifarlab.config import load_config
+from cifarlab.data import BatchAugment, alternate_flip_mask, hflip
+from cifarlab.engine.optim import param_groups
+from cifarlab.engine.trainer import train
+from cifarlab.models import count_params, create
+from cifarlab.models.fast_net import FastNet, patch_whitening
+from synthetic import cfg_with, synthetic_cifar
+
+
+def correlated_images(n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Smooth, colour-correlated random images: neighbouring pixels and channels strongly correlated."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 1, 8, 8, generator=g)
+    x = F.interpolate(base, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    return x + 0.3 * torch.randn(n, 3, 32, 32, generator=g)
+
+
+def patch_covariance(out: torch.Tensor) -> torch.Tensor:
+    flat = out.permute(1, 0, 2, 3).reshape(out.shape[1], -1).double()
+    flat = flat - flat.mean(1, keepdim=True)
+    return flat @ flat.T / (flat.shape[1] - 1)
+
+
+def test_whitening_filters_whiten_the_patches() -> None:
+    x = correlated_images()
+    raw = torch.cov(F.unfold(x.double(), 2).transpose(1, 2).reshape(-1, 12).T)  # the patches: far from white
+    assert (raw - torch.diag(raw.diagonal())).abs().max() > 0.5 * raw.diagonal().max()
+    filters = patch_whitening(x, kernel=2, eps=1e-12)
+    assert filters.shape == (24, 3, 2, 2)
+    torch.testing.assert_close(filters[12:], -filters[:12])  # second half: the negatives (GELU keeps both signs)
+    cov = patch_covariance(F.conv2d(x.double(), filters[:12].double()))
+    torch.testing.assert_close(cov, torch.eye(12, dtype=torch.float64), atol=2e-3, rtol=0)
+    # With the default eps, strong directions stay whitened (variance ~1), weak ones are damped, never blown up.
+    cov_eps = patch_covariance(F.conv2d(x.double(), patch_whitening(x)[:12].double()))
+    assert cov_eps.diagonal().max() <= 1.0 + 1e-6 and cov_eps.diagonal()[0] > 0.99
+    off = cov_eps - torch.diag(cov_eps.diagonal())
+    assert off.abs().max() < 2e-3
+
+
+def test_fast_net_structure_init_and_frozen_parts() -> None:
+    torch.manual_seed(0)
+    net = create("fast_net")
+    w = (64, 256, 256)
+    expected = 24 * 3 * 4 + 24  # whitening 2x2 conv (+ bias)
+    cin = 24
+    for c in w:
+        expected += c * cin * 9 + 2 * c + c * c * 9 + 2 * c  # conv, BN (weight+bias), conv, BN
+        cin = c
+    expected += 256 * 10  # head, no bias
+    assert sum(p.numel() for p in net.parameters()) == expected == 1_972_792
+    frozen = 24 * 3 * 4 + 2 * sum(w)  # whitening filters + BN scales
+    assert count_params(net) == expected - frozen  # count_params counts what the optimiser trains
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert "whiten.weight" not in trainable and "whiten.bias" in trainable
+    assert not any(n.endswith(("norm1.weight", "norm2.weight")) for n in trainable)  # BN scale frozen at 1
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in net.modules()
+               if isinstance(m, nn.BatchNorm2d))
+    # Dirac init: the first min(in, out) filters of each conv are the identity on their channel.
+    conv = net.layers[1].conv2  # 256 -> 256
+    eye = torch.zeros(256, 256, 3, 3)
+    eye[torch.arange(256), torch.arange(256), 1, 1] = 1
+    assert torch.equal(conv.weight, eye)
+    first = net.layers[0].conv1  # 24 -> 64: 24 identity filters, 40 random ones
+    assert torch.equal(first.weight[:24], eye[:24, :24]) and first.weight[24:].abs().sum() > 0
+    # init_from_data sets the whitening filters from the images, bias zero; output shape (B, 10).
+    x = correlated_images(32)
+    net.init_from_data(x)
+    torch.testing.assert_close(net.whiten.weight, patch_whitening(x))
+    assert net(x[:4]).shape == (4, 10)
+    with pytest.raises(ValueError, match="3 values"):
+        FastNet(widths=(8, 16))
+
+
+def test_alternating_flips_are_complementary_between_epochs() -> None:
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1000, generator=g) < 0.5
+    idx = torch.randperm(1000, generator=g)[:300]
+    e0, e1, e2 = (alternate_flip_mask(base, idx, e) for e in range(3))
+    assert torch.equal(e1, ~e0) and torch.equal(e2, e0)  # exactly the complementary images, every other epoch
+    assert 100 < int(e0.sum()) < 200
+    # BatchAugment mirrors exactly the given images (crop off: nothing random left).
+    x = torch.randint(0, 256, (300, 3, 32, 32), generator=g, dtype=torch.uint8)
+    aug = BatchAugment(crop_padding=0, flip=True, channels_last=False)
+    out = aug.train(x, torch.Generator().manual_seed(1), e1)
+    torch.testing.assert_close(out, aug.eval(hflip(x, e1)))
+
+
+def test_trainer_alternates_flips_per_image(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    seen: list[tuple[int, torch.Tensor]] = []
+    real = BatchAugment.train
+
+    def spy(self, x, generator, flips=None):
+        seen.append(flips.clone())
+        return real(self, x, generator, flips)
+
+    monkeypatch.setattr(BatchAugment, "train", spy)
+    data = synthetic_cifar(300, 50)
+    cfg = cfg_with("train.epochs=2", "augment.flip_mode=alternate", "train.batch_size=200", "data.val_size=100")
+    orders = []
+    real_randperm = torch.randperm
+
+    def record_perm(*args, **kwargs):
+        out = real_randperm(*args, **kwargs)
+        if args and args[0] == 200:
+            orders.append(out.clone())
+        return out
+
+    monkeypatch.setattr(torch, "randperm", record_perm)
+    train(cfg, tmp_path / "run", data=data, progress=False)
+    assert len(seen) == 2 and len(orders) == 2  # one step of 200 per epoch
+    # Per image (undo each epoch's shuffle): epoch 2 mirrors exactly the images epoch 1 did not.
+    flips = [torch.empty(200, dtype=torch.bool).index_put_((o,), f) for o, f in zip(orders, seen)]
+    assert torch.equal(flips[1], ~flips[0])
+
+
+def test_bias_group_lr_and_decay_multipliers() -> None:
+    net = create("fast_net", widths=(8, 16, 16))
+    cfg = load_config(overrides=["optim.lr=1.5", "optim.weight_decay=1e-3", "optim.bn_bias_lr_mult=64",
+                                 "optim.bn_bias_wd_mult=0.015625"]).optim
+    weights, biases = param_groups(net, cfg)
+    assert biases["lr"] == 96.0 and biases["weight_decay"] == pytest.approx(1e-3 / 64)
+    # Same absolute decay per step (lr x wd) in both groups, as airbench's decoupled-by-hand decay.
+    assert biases["lr"] * biases["weight_decay"] == pytest.approx(1.5 * 1e-3)
+    assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in biases["params"])
+    assert len(biases["params"]) == 1 + 6  # whitening bias + 6 BN shifts (BN scales are frozen, not optimised)
+
+
+def test_fast_presets_resolve_and_a_tiny_fast_net_learns(tmp_path) -> None:
+    fast, fast_cpu = load_config("fast"), load_config("fast-cpu")
+    assert fast.model.name == fast_cpu.model.name == "fast_net" and fast.train.tta == "flip_shift"
+    assert fast.augment.flip_mode == "alternate" and fast.data.val_size == 0 and fast.train.batch_size == 1024
+    assert load_config("fast_cpu") == fast_cpu
+    # The recipe end to end at toy size: whitening init from data, alternating flips, TTA on the test set.
+    data = synthetic_cifar(600, 200)
+    cfg = load_config("fast-cpu", overrides=["model.options.widths=[8, 16, 16]", "train.batch_size=100",
+                                             "train.epochs=4", "sched.warmup_epochs=1", "optim.lr=0.2",
+                                             "data.val_size=100"])
+    summary = train(cfg, tmp_path / "fast", data=data, progress=False)
+    assert summary["status"] == "completed"
+    assert summary["test_acc"] > 0.5  # chance is 0.1
+
+
+def test_per_image_pipeline_makes_a_crop_flip_view_and_bench_reports_ratios(tmp_path) -> None:
+    from cifarlab.experiments.bench import PerImageCifar, format_table, run_bench
+
+    data = synthetic_cifar(300, 100)
+    ds = PerImageCifar(data.train_x, data.train_y)
+    torch.manual_seed(0)
+    x, y = ds[7]
+    assert x.shape == (3, 32, 32) and y == data.train_y[7]
+    # The view is one of the 9 x 9 crops of the reflect-padded image, maybe mirrored, then normalised.
+    aug = BatchAugment(crop_padding=0, flip=False, channels_last=False)
+    padded = F.pad(data.train_x[7:8].float(), (4, 4, 4, 4), mode="reflect").to(torch.uint8)
+    views = [padded[..., i : i + 32, j : j + 32] for i in range(9) for j in range(9)]
+    views += [v.flip(-1) for v in views]
+    assert min(float((aug.eval(v)[0] - x).abs().max()) for v in views) < 1e-5
+    report = run_bench(data, tmp_path, ["quick_cnn"], steps=1, rounds=1, workers=0, log=lambda _: None)
+    row = report["models"][0]
+    assert row["model"] == "quick_cnn" and row["batch"] == 256 and row["macs"] > 9_000_000
+    for key in ("bare_img_s", "engine_img_s", "conventional_img_s", "engine_vs_conventional", "engine_gflops"):
+        assert row[key] > 0 and row[key] == row[key], key
+    assert row["engine_vs_conventional"] == pytest.approx(row["engine_img_s"] / row["conventional_img_s"])
+    assert report["roofline"]["conv_gflops"] > 0 and (tmp_path / "bench.json").is_file()
+    assert "| quick_cnn | 256 |" in format_table(report)
+
+
+def test_bench_cli_bad_input_is_one_line_error(capsys: pytest.CaptureFixture) -> None:
+    from cifarlab.cli import main
+
+    assert main(["bench", "--steps", "0"]) == 2
+    assert "--steps and --rounds must be >= 1" in capsys.readouterr().err
+    assert main(["bench", "--seeds", "a,b"]) == 2
+    assert "--seeds must be comma-separated integers" in capsys.readouterr().err
+    assert main(["bench", "--models", "quick_cnn,resnet9000"]) == 2
+    assert "unknown model(s) resnet9000; valid: quick_cnn, vgg_a, fast_net" in capsys.readouterr().err
+    assert main(["train", "--preset", "fast-gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'fast-gpu'" in err and "fast_cpu" in err and "Traceback" not in err
