@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.analysis.bn_study.cli import add_bn_study_parser, cmd_bn_study
-from cifarlab.experiments.cli import add_report_parser, add_sweep_parser, cmd_report, cmd_sweep
+from cifarlab.analysis.explain.cli import add_explain_parser, cmd_explain
+from cifarlab.experiments.cli import (
+    add_bench_parser,
+    add_report_parser,
+    add_sweep_parser,
+    cmd_bench,
+    cmd_report,
+    cmd_sweep,
+)
 
 EXAMPLES = """\
 examples:
@@ -24,6 +32,9 @@ examples:
   cifarlab sweep activations --data-dir ../shared/datasets   # a shipped experiment (quick scale)
   cifarlab sweep my_sweep.yaml --executor ray                # each run a Ray task (pip install cifarlab[ray])
   cifarlab bn-study                                          # VGG-A vs VGG-A+BN, Santurkar et al. (quick scale)
+  cifarlab explain runs/quick-20261123-101500                # filters, Grad-CAM, mistakes, loss surfaces
+  cifarlab train --preset fast-cpu                           # the fast recipe at CPU size
+  cifarlab bench                                             # throughput vs bare compute / DataLoader; roofline
   cifarlab report runs/sweeps --out report.html              # one self-contained HTML report
 """
 
@@ -244,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list shipped presets")
     add_sweep_parser(sub)
     add_bn_study_parser(sub)
+    add_explain_parser(sub)
     add_report_parser(sub)
+    add_bench_parser(sub)
 
     p = sub.add_parser("config", help="print the resolved config (same arguments as train)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -259,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "train": cmd_train, "eval": cmd_eval, "models": cmd_models, "presets": cmd_presets, "config": cmd_config,
-    "sweep": cmd_sweep, "bn-study": cmd_bn_study, "report": cmd_report,
+    "sweep": cmd_sweep, "bn-study": cmd_bn_study, "report": cmd_report, "bench": cmd_bench,
+    "explain": cmd_explain,
 }
 
 

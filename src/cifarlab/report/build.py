@@ -153,7 +153,106 @@ def run_section(run_dir: Path, root: Path) -> Section:
                             f"evaluated once, with the {s.get('test_weights', 'last')} weights.",
                             ["metric", "value"], rows))
     sec.figures = run_figures(run_dir)
+    add_explain(sec, run_dir)  # `cifarlab explain` outputs, when RUN_DIR/explain/ exists (block below)
     return sec
+
+
+# --- cifarlab explain (RUN_DIR/explain/ in a run's section; `explain --compare` folders as sections) -----------
+
+
+def _explain_rows(e: dict[str, Any]) -> list[list[str]]:
+    def get(*keys: str) -> Any:
+        v: Any = e
+        for k in keys:
+            v = v.get(k) if isinstance(v, dict) else None
+        return v
+
+    def num(v: Any, digits: int = 4) -> str:
+        return "-" if not isinstance(v, (int, float)) else f"{v:.{digits}f}"
+
+    rows = [["explained weights", f"{Path(str(e.get('checkpoint', '-'))).name}, epoch {e.get('epoch', '-')}"
+             + (" (EMA/SWA average)" if e.get("averaged_weights") else "")]]
+    if get("mistakes", "test_acc") is not None:
+        rows += [["test accuracy (%), no TTA", num(100 * get("mistakes", "test_acc"), 2)],
+                 ["worst class", str(get("mistakes", "worst_class"))]]
+    if get("gradcam", "method_name"):
+        layer = get("gradcam", "layer")
+        rows.append(["attribution", get("gradcam", "method_name") + (f" at layer {layer}" if layer else "")])
+    if isinstance(get("surface", "grid"), dict):
+        rows += [["loss at the trained weights (training batches)", num(get("surface", "grid", "loss_centre"))],
+                 ["2-D surface min / max", f"{num(get('surface', 'grid', 'loss_min'))} / "
+                  f"{num(get('surface', 'grid', 'loss_max'))}"],
+                 ["max loss rise within half the span (2-D)", num(get("surface", "grid", "max_rise_half_span"))],
+                 ["1-D curvature (quadratic fit)", num(get("surface", "line", "curvature_1d"), 3)]]
+    if get("interp", "loss_at_0") is not None:
+        rows += [["interpolation: loss at start / trained", f"{num(get('interp', 'loss_at_0'))} / "
+                  f"{num(get('interp', 'loss_at_1'))}"],
+                 ["interpolation barrier (at α)", f"{num(get('interp', 'barrier'))} "
+                  f"({num(get('interp', 'barrier_alpha'), 2)})"]]
+    return rows
+
+
+def add_explain(sec: Section, run_dir: Path) -> None:
+    """Append the numbers, structure table and figures of ``RUN_DIR/explain/`` to a run's section."""
+    from cifarlab.analysis.explain.explain import check_figures
+
+    folder = run_dir / "explain"
+    if not (folder / "explain.json").is_file():
+        return
+    e = json.loads((folder / "explain.json").read_text())
+    sec.tables.append(Table("What the model learned (cifarlab explain)", "Numbers from explain/explain.json: "
+                            "surfaces and interpolation on fixed training batches in eval mode (Li et al. 2018 "
+                            "filter-normalised directions); accuracy on the test split.", ["metric", "value"],
+                            _explain_rows(e), numeric=False))
+    structure = folder / "structure.csv"
+    if structure.is_file():
+        import csv
+
+        rows = list(csv.reader(structure.read_text().splitlines()))
+        if 1 < len(rows) <= 41:
+            sec.tables.append(Table(f"Structure of {e.get('model', '?')}", "Every layer as called in the forward "
+                                    "pass: output shape for one image, trainable parameters.", rows[0],
+                                    [[*r[:3], f"{int(r[3]):,}"] for r in rows[1:]], numeric=False))
+    for path, title, caption in check_figures(folder):
+        sec.figures.append(FigureOut(f"explain_{path.stem}", f"{title}: {run_dir.name}", caption, path.read_bytes()))
+
+
+def find_explain_compares(root: Path) -> list[Path]:
+    """Folders written by ``cifarlab explain --compare`` under ``root``."""
+    found = []
+    for path in sorted(root.rglob("compare.json")):
+        try:
+            if json.loads(path.read_text()).get("kind") == "cifarlab-explain-compare":
+                found.append(path.parent)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found
+
+
+def explain_compare_section(folder: Path, root: Path) -> Section:
+    from cifarlab.analysis.explain.compare import check_compare_figures
+
+    c = json.loads((folder / "compare.json").read_text())
+    rel = folder.relative_to(root) if folder != root else Path(folder.name)
+    sec = Section(f"Loss surfaces compared: {' vs '.join(c.get('labels', []))} ({rel})", "explain-compare", folder)
+
+    def num(v: Any) -> str:
+        return "-" if not isinstance(v, (int, float)) else f"{v:.4f}"
+
+    lo, hi = (c.get("display_range") or [None, None])[:2]
+    sec.text.append(f"Directions: {c.get('directions', '?')}. Shared scale for both runs: {num(lo)} .. {num(hi)}.")
+    rows = [[r["label"], num(r["grid"].get("loss_centre")), num(r["grid"].get("loss_max")),
+             num(r["grid"].get("max_rise_half_span")), num(r["line"].get("curvature_1d"))]
+            for r in c.get("per_run", [])]
+    sec.tables.append(Table("Surface numbers", "Loss at the trained weights, 2-D maximum, largest rise within half "
+                            "the span, 1-D curvature; same coordinates, seed and batch count for both runs.",
+                            ["run", "loss at centre", "2-D max", "max rise (r = span/2)", "1-D curvature"], rows))
+    for path, title, caption in check_compare_figures(folder):
+        sec.figures.append(FigureOut(path.stem, title, caption, path.read_bytes()))
+    return sec
+
+
+# --- end cifarlab explain ----------------------------------------------------------------------------------------
 
 
 CSS = """
@@ -235,6 +334,7 @@ def build_report(root: str | Path, out: str | Path | None = None, title: str | N
         raise CifarlabError(f"report: no sweeps (sweep_status.json) or runs (summary.json) under '{root}'")
     sections = ([sweep_section(s, root) for s in sweeps] + [bn_study_section(s, root) for s in studies]
                 + [run_section(r, root) for r in runs])
+    sections += [explain_compare_section(c, root) for c in find_explain_compares(root)]  # cifarlab explain
     html_path = Path(out) if out else root / "report.html"
     if html_path.suffix.lower() not in (".html", ".htm"):
         html_path = html_path.with_suffix(".html")

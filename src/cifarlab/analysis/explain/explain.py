@@ -1,0 +1,315 @@
+"""``explain_run``: every "what did the model learn" output of one run, written into ``RUN_DIR/explain/``.
+
+Parts (``ExplainSettings.parts``), in the order they run:
+
+* ``structure``: layer table (layer, type, output shape, params) as Markdown, CSV and figure;
+* ``filters``: first-layer filters as an RGB grid, deeper filters summarised, feature maps of chosen layers;
+* ``gradcam``: attribution overlays (Captum Grad-CAM by default; saliency or integrated gradients) for N test
+  images with true/predicted labels and confidence;
+* ``mistakes``: predictions on the whole test split: most confident mistakes, confusion matrix, per-class
+  accuracy;
+* ``surface``: Li et al. (2018) 1-D and 2-D loss surfaces along filter-normalised random directions;
+* ``interp``: loss along the straight line from another point (the run's initial weights by default) to the
+  trained weights.
+
+Test images come from the run's test split; the surface and interpolation batches from its TRAINING split.
+``explain.json`` holds the numbers (kept across partial re-runs: ``--parts`` only replaces its parts).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarlab.analysis.explain.attribution import METHOD_NAMES, attribute, plot_attributions
+from cifarlab.analysis.explain.filters import plot_deep_filters, plot_feature_maps, plot_first_layer
+from cifarlab.analysis.explain.layers import default_feature_layers, default_target_layer, resolve_layer
+from cifarlab.analysis.explain.mistakes import (
+    confident_mistakes,
+    confusion_matrix,
+    mistakes_summary,
+    plot_confusion,
+    plot_mistakes,
+    predict,
+)
+from cifarlab.analysis.explain.plots import fmt, json_safe, new_figure, save_npz, save_png
+from cifarlab.analysis.explain.runs import (
+    LoadedRun,
+    load_endpoint,
+    load_run,
+    load_splits,
+    sample_indices,
+    training_batches,
+)
+from cifarlab.analysis.explain.settings import ExplainSettings
+from cifarlab.analysis.explain.structure import write_structure
+from cifarlab.analysis.explain.surface import (
+    bn_stat_keys,
+    coordinates,
+    direction_cosine,
+    display_range,
+    draw_contour,
+    draw_line,
+    draw_surface3d,
+    filter_normalized_direction,
+    grid_stats,
+    interpolate,
+    interpolation_alphas,
+    interpolation_stats,
+    line_stats,
+    loss_grid,
+    loss_line,
+)
+from cifarlab.data import CLASSES, CifarArrays, Splits
+from cifarlab.engine.checkpoint import atomic_write_json
+
+Log = Callable[[str], None]
+
+# (file in RUN_DIR/explain, title, caption): the order and words of the report's explain figures.
+FIGURES: list[tuple[str, str, str]] = [
+    ("structure.png", "Network structure", "Trainable parameters of every layer (log scale) with its output shape "
+     "C x H x W for one 32x32 image; the full table is explain/structure.md."),
+    ("filters_first_layer.png", "First-layer filters", "Every filter of the first convolution as a small RGB image, "
+     "each scaled to its own min..max: colour and edge detectors appear as the model trains."),
+    ("filters_deep.png", "Deeper filters", "Per-filter L2 norms of every later convolution (box: quartiles, "
+     "whiskers: range without outliers) and mean |weight| per kernel tap."),
+    ("feature_maps.png", "Feature maps", "For a few test images, the most active channels at the end of each "
+     "resolution stage (each tile scaled to its own range)."),
+    ("attribution_gradcam.png", "Grad-CAM", "Captum LayerGradCam (ReLU on the map, bilinear upsampling to 32x32) "
+     "for the predicted class of random test images; red titles are mistakes."),
+    ("attribution_saliency.png", "Saliency", "Captum Saliency: |d logit / d pixel|, max over colour channels."),
+    ("attribution_ig.png", "Integrated gradients", "Captum IntegratedGradients from the data-set mean image: "
+     "|attribution| summed over colour channels."),
+    ("mistakes.png", "Most confident mistakes", "Test images the model gets wrong with the highest confidence."),
+    ("confusion.png", "Confusion matrix and per-class accuracy of the explained weights", "On the test split, "
+     "recomputed by explain from the explained checkpoint (no test-time augmentation): rows are true classes, "
+     "normalised to 1."),
+    ("surface_1d.png", "Loss along a random direction (1-D)", "Li et al. 2018: cross-entropy (eval mode, training "
+     "batches) at w + α d with d filter-normalised; α = 0 is the trained model."),
+    ("surface_2d_contour.png", "Loss surface (2-D contour)", "Loss at w + α d1 + β d2 over two filter-normalised "
+     "random directions; the star is the trained model; drawn values clipped at the colour-scale maximum."),
+    ("surface_2d_3d.png", "Loss surface (3-D)", "The same 2-D surface as a 3-D plot (same clipping)."),
+    ("interpolation.png", "Linear interpolation", "Loss and accuracy on training batches along "
+     "(1 - α) θ_start + α θ_trained (Goodfellow et al. 2015); α = 0 the start (default: the run's seeded init)."),
+]
+
+
+def _log_default(_line: str) -> None:
+    return None
+
+
+def _validate_layers(run: LoadedRun, s: ExplainSettings) -> tuple[str | None, list[str] | None]:
+    """Check layer names before any data is loaded (a typo fails in a second, with the valid names)."""
+    model = run.model
+    target = None
+    if s.layer is not None:
+        resolve_layer(model, s.layer)
+        target = s.layer
+    elif "gradcam" in s.parts and s.method == "gradcam":
+        target = default_target_layer(model)
+    features = None
+    if "filters" in s.parts:
+        features = list(s.feature_layers) if s.feature_layers else default_feature_layers(model)
+        for name in features:
+            resolve_layer(model, name, flag="--feature-layers")
+    return target, features
+
+
+def _part_filters(run: LoadedRun, splits: Splits, s: ExplainSettings, out: Path, features: list[str]) -> dict:
+    first = plot_first_layer(run.model, out / "filters_first_layer.png")
+    deep = plot_deep_filters(run.model, out / "filters_deep.png")
+    idx = sample_indices(len(splits.test_y), s.feature_images, s.seed, stream=2)
+    images, labels = splits.test_x[idx], splits.test_y[idx]
+    maps = plot_feature_maps(run.model, run.augment.eval(images.to(run.device)), images, labels, features,
+                             out / "feature_maps.png") if features else {}
+    return {"first_layer": first, "deeper": deep, "feature_layers": maps, "feature_images": idx.tolist()}
+
+
+def _part_gradcam(run: LoadedRun, splits: Splits, s: ExplainSettings, out: Path, layer: str | None) -> dict:
+    idx = sample_indices(len(splits.test_y), s.images, s.seed, stream=2)
+    images, labels = splits.test_x[idx], splits.test_y[idx]
+    x = run.augment.eval(images.to(run.device))
+    with torch.no_grad():
+        probs = run.model(x).float().softmax(1).cpu()
+    conf, preds = probs.max(1)
+    target = preds if s.target == "pred" else labels
+    maps = attribute(run.model, x, target, s.method, layer, ig_steps=s.ig_steps).cpu()
+    save_npz(out / f"attribution_{s.method}.npz", maps=maps.numpy(), indices=idx.numpy(), labels=labels.numpy(),
+             preds=preds.numpy(), confidence=conf.numpy(), target=target.numpy())
+    plot_attributions(images, maps, labels, preds, conf, out / f"attribution_{s.method}.png", s.method, layer,
+                      s.target)
+    return {"method": s.method, "method_name": METHOD_NAMES[s.method], "layer": layer if s.method == "gradcam"
+            else None, "target": s.target, "images": idx.tolist(), "map_shape": list(maps.shape),
+            "correct": int((preds == labels).sum())}
+
+
+def _part_mistakes(run: LoadedRun, splits: Splits, s: ExplainSettings, out: Path) -> dict:
+    p = predict(run.model, splits.test_x, splits.test_y, run.augment, run.cfg.train.eval_batch_size, run.device)
+    idx = confident_mistakes(p.logits, p.labels, s.mistakes)
+    conf = confusion_matrix(p.preds, p.labels)
+    plot_mistakes(splits.test_x, idx, p, out / "mistakes.png")
+    plot_confusion(conf, out / "confusion.png", f"{run.name}: test accuracy {100 * p.accuracy:.2f} % on "
+                   f"{len(p.labels):,} images ({'averaged' if run.averaged else run.checkpoint.stem} weights)")
+    return mistakes_summary(p, idx, conf)
+
+
+def _directions(model: torch.nn.Module, s: ExplainSettings) -> tuple[dict, dict]:
+    gen = torch.Generator().manual_seed(s.seed)
+    dx = filter_normalized_direction(model, gen, s.include_bn_stats)
+    dy = filter_normalized_direction(model, gen, s.include_bn_stats)
+    return dx, dy
+
+
+def compute_surfaces(run: LoadedRun, batches: list, s: ExplainSettings, progress: bool | None = None) -> dict[str, Any]:
+    """1-D line (direction 1) and 2-D grid (directions 1 and 2) of one run: arrays and their numbers.
+    The two directions are the first two draws of a generator seeded with ``s.seed``."""
+    dx, dy = _directions(run.model, s)
+    _, variances = bn_stat_keys(run.model)
+    line = coordinates(s.line, s.span)
+    axis = coordinates(s.grid, s.span)
+    l1, a1 = loss_line(run.model, dx, line, batches, variances, progress)
+    l2, a2 = loss_grid(run.model, dx, dy, axis, axis, batches, variances, progress)
+    return {"line_alphas": line, "line_loss": l1, "line_acc": a1, "alphas": axis, "betas": axis, "grid_loss": l2,
+            "grid_acc": a2, "line_stats": line_stats(line, l1, s.span),
+            "grid_stats": grid_stats(axis, axis, l2, s.span), "direction_cosine": direction_cosine(dx, dy)}
+
+
+def _part_surface(run: LoadedRun, splits: Splits, s: ExplainSettings, out: Path, progress: bool | None) -> dict:
+    batches = training_batches(splits, run.augment, s.batches, s.batch_size, s.seed, run.device)
+    r = compute_surfaces(run, batches, s, progress)
+    save_npz(out / "surface_1d.npz", alphas=r["line_alphas"], loss=r["line_loss"], acc=r["line_acc"])
+    save_npz(out / "surface_2d.npz", alphas=r["alphas"], betas=r["betas"], loss=r["grid_loss"], acc=r["grid_acc"])
+    vmin, vmax = display_range([r["grid_loss"]], s.zmax)
+    line_vmin, line_vmax = display_range([r["line_loss"]], s.zmax)
+    images = sum(len(y) for _, y in batches)
+    where = f"{len(batches)} training batch{'es' if len(batches) != 1 else ''}, {images} images, eval mode"
+
+    fig = new_figure(7, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    draw_line(ax, r["line_alphas"], r["line_loss"], r["line_acc"], ylim=(line_vmin, line_vmax + 0.02 * (line_vmax
+              - line_vmin)))
+    ax.set_title(f"{run.name}: 1-D loss ({where})", fontsize=9)
+    save_png(fig, out / "surface_1d.png")
+
+    fig = new_figure(6.4, 5.4)
+    ax = fig.add_subplot(1, 1, 1)
+    filled = draw_contour(ax, r["alphas"], r["betas"], r["grid_loss"], vmin, vmax)
+    fig.colorbar(filled, ax=ax, label="loss", fraction=0.046)
+    ax.set_title(f"{run.name}: 2-D loss surface\n({where})", fontsize=9)
+    save_png(fig, out / "surface_2d_contour.png")
+
+    fig = new_figure(7, 5.6)
+    ax = fig.add_subplot(1, 1, 1, projection="3d")
+    draw_surface3d(ax, r["alphas"], r["betas"], r["grid_loss"], vmin, vmax)
+    ax.set_title(f"{run.name}: 2-D loss surface", fontsize=9)
+    save_png(fig, out / "surface_2d_3d.png", tight=False)
+    return {"batches": len(batches), "images": images, "line_points": s.line, "grid_points": s.grid,
+            "span": s.span, "include_bn_stats": s.include_bn_stats, "direction_cosine": r["direction_cosine"],
+            "display_range": [vmin, vmax], "line": r["line_stats"], "grid": r["grid_stats"]}
+
+
+def _part_interp(run: LoadedRun, splits: Splits, s: ExplainSettings, out: Path,
+                 endpoint: tuple[dict, str], progress: bool | None) -> dict:
+    start, what = endpoint
+    batches = training_batches(splits, run.augment, s.batches, s.batch_size, s.seed, run.device)
+    alphas = interpolation_alphas(s.interp_points)
+    final = {k: v.detach() for k, v in run.model.state_dict().items()}
+    losses, accs = interpolate(run.model, start, final, alphas, batches, progress)
+    save_npz(out / "interpolation.npz", alphas=alphas, loss=losses, acc=accs)
+    stats = interpolation_stats(alphas, losses)
+    fig = new_figure(7, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    lo, hi = display_range([losses], s.zmax)
+    draw_line(ax, alphas, losses, accs, ylim=(lo, hi + 0.02 * (hi - lo)))
+    ax.axvline(1.0, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("α: 0 = start, 1 = trained weights")
+    start_name = "init" if s.interpolate == "init" else Path(s.interpolate).name
+    ax.set_title(f"{run.name}: {start_name} → trained (barrier {fmt(stats['barrier'], 3)})", fontsize=9)
+    save_png(fig, out / "interpolation.png")
+    return {"start": what, "points": len(alphas), "batches": len(batches), **stats}
+
+
+def _read_previous(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def explain_run(run_dir: str | Path, settings: ExplainSettings | None = None, *, data: CifarArrays | None = None,
+                log: Log | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Write ``RUN_DIR/explain/`` (figures, NPZ arrays, ``structure.md``/``.csv`` and ``explain.json``).
+
+    ``data``: CIFAR-shaped arrays to use instead of loading CIFAR-10 (tests); ``log``: one line per finished
+    part; ``progress``: progress bars (None: only on a terminal). Returns the content of ``explain.json``.
+    Raises CifarlabError for user mistakes (missing run or checkpoint, unknown layer, bad settings).
+    """
+    s = (settings or ExplainSettings()).validate()
+    say = log or _log_default
+    t_start = time.perf_counter()
+    run = load_run(run_dir, s.checkpoint, s.device)
+    target_layer, features = _validate_layers(run, s)
+    endpoint = load_endpoint(s.interpolate, run) if "interp" in s.parts else None
+    out = run.run_dir / "explain"
+    out.mkdir(parents=True, exist_ok=True)
+    needs_data = any(p in s.parts for p in ("filters", "gradcam", "mistakes", "surface", "interp"))
+    splits = load_splits(run.cfg, s.data_dir, data) if needs_data else None
+
+    summary = _read_previous(out / "explain.json")
+    summary.update({"kind": "cifarlab-explain", **run.describe(), "settings": s.to_dict()})
+    if splits is not None:
+        summary["data"] = {"train_images": len(splits.train_y), "test_images": len(splits.test_y)}
+    timings = dict(summary.get("timings_s") or {})
+    for part in s.parts:
+        t0 = time.perf_counter()
+        if part == "structure":
+            result: dict[str, Any] = write_structure(run.cfg.model.name, dict(run.cfg.model.options), out)
+            line = f"{result['params']:,} params, {result['layers']} layers"
+        elif part == "filters":
+            assert splits is not None and features is not None
+            result = _part_filters(run, splits, s, out, features)
+            line = f"first layer {result['first_layer']['layer']}, feature maps of {', '.join(features)}"
+        elif part == "gradcam":
+            assert splits is not None
+            result = _part_gradcam(run, splits, s, out, target_layer)
+            line = (f"{METHOD_NAMES[s.method]} on {s.images} test images" +
+                    (f" at layer {target_layer}" if s.method == "gradcam" else ""))
+        elif part == "mistakes":
+            assert splits is not None
+            result = _part_mistakes(run, splits, s, out)
+            line = (f"test accuracy {100 * result['test_acc']:.2f} %, worst class {result['worst_class']}, "
+                    f"{len(result['confident_mistakes'])} confident mistakes")
+        elif part == "surface":
+            assert splits is not None
+            result = _part_surface(run, splits, s, out, progress)
+            g, one = result["grid"], result["line"]
+            line = (f"loss at centre {fmt(g['loss_centre'])}, 2-D min/max {fmt(g['loss_min'])}/{fmt(g['loss_max'])}, "
+                    f"1-D curvature {fmt(one['curvature_1d'], 3)}, max rise within r={s.span / 2:g}: "
+                    f"{fmt(g['max_rise_half_span'])}")
+        else:  # interp
+            assert splits is not None and endpoint is not None
+            result = _part_interp(run, splits, s, out, endpoint, progress)
+            line = (f"loss {fmt(result['loss_at_0'])} (start) -> {fmt(result['loss_at_1'])} (trained), barrier "
+                    f"{fmt(result['barrier'])} at α={fmt(result['barrier_alpha'], 2)}; start: {result['start']}")
+        timings[part] = round(time.perf_counter() - t0, 2)
+        summary[part] = result
+        say(f"  {part:<9s} {timings[part]:6.1f}s  {line}")
+    summary["timings_s"] = timings
+    summary["total_s"] = round(time.perf_counter() - t_start, 2)
+    summary["classes"] = list(CLASSES)
+    atomic_write_json(out / "explain.json", json_safe(summary))
+    return summary
+
+
+def check_figures(folder: Path) -> list[tuple[Path, str, str]]:
+    """The explain figures present in ``folder``, in report order, as (path, title, caption)."""
+    return [(folder / name, title, caption) for name, title, caption in FIGURES if (folder / name).is_file()]
+
+
+__all__ = ["FIGURES", "check_figures", "compute_surfaces", "explain_run"]
+

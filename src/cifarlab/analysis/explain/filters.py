@@ -1,0 +1,150 @@
+"""What the convolutions learned: first-layer filters as RGB images, deeper filters summarised, feature maps.
+
+* First layer: each (3, k, k) filter of the first ``nn.Conv2d`` drawn as a k x k RGB patch, min-max scaled per
+  filter (only the pattern is comparable between filters; their norms are in the deeper-layer figure).
+* Deeper layers: for every later Conv2d, the distribution of its per-filter L2 norms (box plot per layer) and
+  its mean |weight| per kernel position (which taps of the k x k kernels the layer uses).
+* Feature maps: forward hooks on chosen layers (default: the end of each resolution stage), the 8 channels
+  with the largest mean activation over the shown images, each tile min-max scaled.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cifarlab.analysis.explain.layers import resolve_layer, trace_layers
+from cifarlab.analysis.explain.plots import feature_cmap, mosaic, new_figure, save_png, to_hwc, unit_range
+from cifarlab.data import CLASSES
+from cifarlab.errors import ConfigError
+
+
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """Conv2d modules in execution order (the order of the forward pass, not of registration)."""
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    ordered = [layer.name for layer in trace_layers(model) if layer.name in convs]
+    return [(name, convs[name]) for name in ordered]
+
+
+def first_layer_rgb(weight: Tensor) -> np.ndarray:
+    """(C_out, 3, k, k) conv weights -> (C_out, k, k, 3) images in [0, 1], min-max scaled per filter.
+    Other input widths: the mean over input channels as grey."""
+    w = weight.detach().cpu().double()
+    img = w.permute(0, 2, 3, 1).numpy() if w.shape[1] == 3 else np.repeat(w.mean(1).numpy()[..., None], 3, -1)
+    return unit_range(img, axis=(1, 2, 3))
+
+
+def plot_first_layer(model: nn.Module, path: Path) -> dict[str, Any]:
+    convs = conv_layers(model)
+    if not convs:
+        raise ConfigError(f"{type(model).__name__} has no nn.Conv2d layer: nothing to show for --parts filters")
+    name, conv = convs[0]
+    tiles = first_layer_rgb(conv.weight)
+    cols = math.ceil(math.sqrt(len(tiles)))
+    fig = new_figure(min(12.0, 0.55 * cols + 1.5), min(12.0, 0.55 * math.ceil(len(tiles) / cols) + 1.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(mosaic(tiles, cols, pad=1, fill=1.0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    k = tuple(conv.weight.shape[2:])
+    ax.set_title(f"first layer '{name}': {len(tiles)} filters {k[0]}x{k[1]}x{conv.weight.shape[1]} "
+                 "(each scaled to its own min..max)", fontsize=9)
+    save_png(fig, path)
+    norms = conv.weight.detach().double().reshape(len(tiles), -1).norm(dim=1)
+    return {"layer": name, "filters": len(tiles), "kernel": list(k), "norm_mean": float(norms.mean()),
+            "norm_min": float(norms.min()), "norm_max": float(norms.max())}
+
+
+def plot_deep_filters(model: nn.Module, path: Path, max_kernels: int = 12) -> dict[str, Any]:
+    """Per-filter norms of every Conv2d after the first (box plots) + mean |w| per tap of up to ``max_kernels``."""
+    convs = conv_layers(model)[1:]
+    if not convs:
+        fig = new_figure(6, 2)
+        fig.text(0.5, 0.5, "the model has a single convolution", ha="center", va="center")
+        save_png(fig, path)
+        return {"layers": 0}
+    norms = [m.weight.detach().double().reshape(m.weight.shape[0], -1).norm(dim=1).cpu().numpy() for _, m in convs]
+    spatial = [(n, m) for n, m in convs if m.weight.shape[-1] * m.weight.shape[-2] > 1]
+    if len(spatial) > max_kernels:
+        step = (len(spatial) - 1) / (max_kernels - 1)
+        spatial = [spatial[round(i * step)] for i in range(max_kernels)]
+    cols = max(len(spatial), 1)
+    fig = new_figure(max(6.0, 0.45 * len(convs) + 3, 1.3 * cols), 5.5)
+    grid = fig.add_gridspec(2, cols, height_ratios=[1.6, 1])
+    ax = fig.add_subplot(grid[0, :])
+    ax.boxplot(norms, showfliers=False)
+    ax.set_xticks(range(1, len(convs) + 1))
+    ax.set_xticklabels([n for n, _ in convs], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("per-filter L2 norm")
+    ax.set_title(f"deeper convolutions ({len(convs)} layers): spread of the filter norms of each layer;\nbelow: "
+                 "mean |weight| per kernel position (bright = the taps a layer relies on)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    for i, (name, m) in enumerate(spatial):
+        tap = m.weight.detach().abs().double().mean(dim=(0, 1)).cpu().numpy()
+        a = fig.add_subplot(grid[1, i])
+        a.imshow(tap, cmap="magma", interpolation="nearest")
+        a.set_title(name, fontsize=7)
+        a.set_xticks([])
+        a.set_yticks([])
+    save_png(fig, path)
+    return {"layers": len(convs), "norm_mean_per_layer": {n: float(v.mean()) for (n, _), v in zip(convs, norms)}}
+
+
+@torch.no_grad()
+def capture(model: nn.Module, x: Tensor, names: list[str]) -> dict[str, Tensor]:
+    """Outputs of the named layers for input ``x`` (eval mode), via forward hooks removed afterwards."""
+    out: dict[str, Tensor] = {}
+    handles = []
+    for name in names:
+        module = resolve_layer(model, name, flag="--feature-layers")
+        handles.append(module.register_forward_hook(lambda _m, _i, o, n=name: out.__setitem__(n, o.detach())))
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def plot_feature_maps(model: nn.Module, x: Tensor, images: Tensor, labels: Tensor, names: list[str],
+                      path: Path, channels: int = 8) -> dict[str, Any]:
+    """Rows: images; columns: the input, then per layer a 2 x 4 mosaic of its most active channels."""
+    maps = capture(model, x, names)
+    pics = to_hwc(images)
+    fig = new_figure(1.8 + 2.6 * len(names), 2.0 * len(pics) + 0.6)
+    info: dict[str, Any] = {}
+    for col, name in enumerate(names):
+        a = maps[name].float().cpu()
+        top = a.mean(dim=(0, 2, 3)).argsort(descending=True)[:channels]
+        info[name] = {"shape": list(a.shape[1:]), "channels_shown": top.tolist()}
+        for row in range(len(pics)):
+            tiles = unit_range(a[row, top].double().numpy(), axis=(1, 2))
+            ax = fig.add_subplot(len(pics), len(names) + 1, row * (len(names) + 1) + col + 2)
+            ax.imshow(mosaic(tiles, cols=min(4, len(tiles)), pad=1), cmap=feature_cmap(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                c, h, w = a.shape[1:]
+                ax.set_title(f"{name}\n{c}x{h}x{w}", fontsize=8)
+    for row in range(len(pics)):
+        ax = fig.add_subplot(len(pics), len(names) + 1, row * (len(names) + 1) + 1)
+        ax.imshow(pics[row], interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(CLASSES[int(labels[row])], fontsize=8)
+        if row == 0:
+            ax.set_title("input", fontsize=8)
+    fig.suptitle(f"feature maps: the {channels} most active channels of each layer (each tile scaled to its "
+                 "own range)", fontsize=9)
+    save_png(fig, path)
+    return info
+
+
+__all__ = ["capture", "conv_layers", "first_layer_rgb", "plot_deep_filters", "plot_feature_maps",
+           "plot_first_layer"]

@@ -1,0 +1,139 @@
+"""What the model gets wrong: predictions on the test split, the most confident mistakes, confusion matrix and
+per-class accuracy (plain eval-mode forward passes, no test-time augmentation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cifarlab.analysis.explain.plots import new_figure, save_png, to_hwc
+from cifarlab.data import CLASSES, BatchAugment
+
+
+@dataclass
+class Predictions:
+    logits: Tensor  # (N, classes) float32, CPU
+    labels: Tensor  # (N,) int64, CPU
+
+    @property
+    def probs(self) -> Tensor:
+        return self.logits.softmax(1)
+
+    @property
+    def preds(self) -> Tensor:
+        return self.logits.argmax(1)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.preds == self.labels).double().mean()) if len(self.labels) else float("nan")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, labels: Tensor, augment: BatchAugment, batch_size: int,
+            device: torch.device) -> Predictions:
+    """Logits of ``model`` (eval mode) on uint8 ``images``, normalised as in evaluation, in batches."""
+    model.eval()
+    out = [model(augment.eval(images[i : i + batch_size].to(device))).float().cpu()
+           for i in range(0, len(images), batch_size)]
+    logits = torch.cat(out) if out else torch.zeros(0, len(CLASSES))
+    return Predictions(logits, labels.cpu())
+
+
+def confident_mistakes(logits: Tensor, labels: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` misclassified samples with the highest softmax confidence in their (wrong)
+    prediction, most confident first; ties keep the lower index first. Fewer when there are fewer mistakes."""
+    probs = logits.float().softmax(1)
+    conf, pred = probs.max(1)
+    wrong = torch.nonzero(pred != labels, as_tuple=False).flatten()
+    order = torch.sort(-conf[wrong], stable=True).indices
+    return wrong[order[:k]]
+
+
+def confusion_matrix(preds: Tensor, labels: Tensor, classes: int = len(CLASSES)) -> np.ndarray:
+    """confusion[true, pred] counts."""
+    flat = torch.bincount(labels.long() * classes + preds.long(), minlength=classes * classes)
+    return flat.view(classes, classes).numpy()
+
+
+def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
+    return np.diag(confusion) / np.clip(confusion.sum(1), 1, None)
+
+
+def plot_mistakes(images: Tensor, indices: Tensor, p: Predictions, path: Path) -> None:
+    pics = to_hwc(images[indices])
+    n = len(pics)
+    cols = min(max(n, 1), 8)
+    rows = max(1, -(-n // cols))
+    fig = new_figure(1.9 * cols, 2.2 * rows + 0.5)
+    probs = p.probs
+    for i, idx in enumerate(indices.tolist()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(pics[i], interpolation="nearest")
+        pred, conf = int(p.preds[idx]), 100 * float(probs[idx, int(p.preds[idx])])
+        ax.set_title(f"true {CLASSES[int(p.labels[idx])]}\npred {CLASSES[pred]} ({conf:.0f} %)", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if n == 0:
+        fig.text(0.5, 0.5, "no mistakes on the test split", ha="center", va="center")
+    fig.suptitle(f"the {n} most confident mistakes on the test split (#{len(p.labels)} images)", fontsize=10)
+    save_png(fig, path)
+
+
+def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
+    """Row-normalised confusion matrix and per-class accuracy bars (as the report's run figure)."""
+    norm = confusion / np.clip(confusion.sum(1, keepdims=True), 1, None)
+    acc = per_class_accuracy(confusion)
+    classes = list(CLASSES)
+    fig = new_figure(12, 5)
+    ax = fig.add_subplot(1, 2, 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)))
+    ax.set_yticks(range(len(classes)))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax2 = fig.add_subplot(1, 2, 2)
+    ax2.barh(range(len(classes)), 100 * acc, color="#4c72b0")
+    ax2.set_yticks(range(len(classes)))
+    ax2.set_yticklabels(classes, fontsize=8)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("test accuracy (%)")
+    ax2.set_xlim(0, 100)
+    for i, a in enumerate(acc):
+        ax2.text(100 * a, i, f" {100 * a:.1f}", va="center", fontsize=7)
+    ax2.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    save_png(fig, path)
+
+
+def mistakes_summary(p: Predictions, indices: Tensor, confusion: np.ndarray) -> dict[str, Any]:
+    probs = p.probs
+    acc = per_class_accuracy(confusion)
+    worst = int(np.argmin(acc))
+    off = confusion.astype(np.float64).copy()
+    np.fill_diagonal(off, -1)
+    t, q = np.unravel_index(int(np.argmax(off)), off.shape)
+    return {
+        "test_images": len(p.labels), "test_acc": p.accuracy,
+        "per_class_acc": {c: float(a) for c, a in zip(CLASSES, acc)},
+        "worst_class": CLASSES[worst],
+        "most_confused_pair": {"true": CLASSES[int(t)], "pred": CLASSES[int(q)], "count": int(confusion[t, q])},
+        "confusion": confusion.tolist(),
+        "confident_mistakes": [{"index": int(i), "true": CLASSES[int(p.labels[i])], "pred": CLASSES[int(p.preds[i])],
+                                "confidence": float(probs[i].max())} for i in indices.tolist()],
+    }
+
+
+__all__ = ["Predictions", "confident_mistakes", "confusion_matrix", "mistakes_summary", "per_class_accuracy",
+           "plot_confusion", "plot_mistakes", "predict"]

@@ -1,0 +1,104 @@
+"""Figure and file helpers of ``cifarlab explain``: matplotlib's Agg canvas used directly (no pyplot, no global
+backend switch, as report/figures.py), every file written atomically (temporary file, then ``os.replace``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cifarlab.engine.checkpoint import atomic_write_bytes, atomic_write_text
+
+
+def new_figure(w: float, h: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Any, path: str | Path, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def save_npz(path: str | Path, **arrays: Any) -> Path:
+    """``np.savez`` into memory, then an atomic write (``np.load`` reads it back with ``allow_pickle=False``)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def save_csv(path: str | Path, header: list[str], rows: list[list[Any]]) -> Path:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+    return Path(path)
+
+
+def to_hwc(images: torch.Tensor) -> np.ndarray:
+    """uint8 (N, 3, H, W) images (the data set's own pixels, not the normalised input) -> (N, H, W, 3) uint8."""
+    return images.detach().cpu().permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def unit_range(a: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:
+    """Min-max scale to [0, 1] over ``axis`` (all values when None); a constant block becomes 0.5."""
+    a = np.asarray(a, dtype=np.float64)
+    lo = a.min(axis=axis, keepdims=True)
+    hi = a.max(axis=axis, keepdims=True)
+    span = hi - lo
+    return np.where(span > 0, (a - lo) / np.where(span > 0, span, 1.0), 0.5)
+
+
+def mosaic(tiles: np.ndarray, cols: int, pad: int = 1, fill: float = np.nan) -> np.ndarray:
+    """(N, H, W[, C]) tiles -> one (rows*(H+pad)-pad, cols*(W+pad)-pad[, C]) image, row-major, ``fill`` between
+    (NaN: drawn in the colour map's "bad" colour, white with ``feature_cmap``)."""
+    n, h, w = tiles.shape[:3]
+    rows = -(-n // cols)
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, *tiles.shape[3:]), fill, dtype=np.float64)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = tiles[i]
+    return out
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A number for a log line; "-" for a missing (None) value."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf -> null (not JSON), numpy scalars -> Python numbers, tuples -> lists, keys -> str."""
+    if isinstance(obj, (np.floating, np.integer)):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def feature_cmap(name: str = "viridis") -> Any:
+    """A colour map whose NaN ("bad") colour is white: the gaps of a ``mosaic``."""
+    from matplotlib import colormaps
+
+    return colormaps[name].with_extremes(bad="white")
+
+
+__all__ = ["feature_cmap", "fmt", "json_safe", "mosaic", "new_figure", "save_csv", "save_npz", "save_png", "to_hwc",
+           "unit_range"]
