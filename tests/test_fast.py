@@ -150,7 +150,11 @@ def test_fast_presets_resolve_and_a_tiny_fast_net_learns(tmp_path) -> None:
 
 
 def test_per_image_pipeline_makes_a_crop_flip_view_and_bench_reports_ratios(tmp_path) -> None:
-    from cifarlab.experiments.bench import PerImageCifar, format_table, run_bench
+    from cifarlab.experiments.bench import DEFAULT_MODELS, PerImageCifar, bench_config, format_table, run_bench
+
+    for name, (preset, batch) in DEFAULT_MODELS.items():  # every model's bench config resolves
+        cfg = bench_config(preset, batch, 3)
+        assert (cfg.model.name, cfg.train.epochs, cfg.data.subset) == (name, 1, 3 * batch)
 
     data = synthetic_cifar(300, 100)
     ds = PerImageCifar(data.train_x, data.train_y)
