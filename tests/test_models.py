@@ -52,6 +52,8 @@ def vgg_a_macs() -> int:
 
 EXPECTED_PARAMS: dict[str | tuple[str, tuple[tuple[str, object], ...]], int] = {
     "quick_cnn": 94_762,
+    "fast_net": 1_971_352,  # trainable: 1,972,792 minus the frozen whitening filters (288) and BN scales (1,152)
+    ("fast_net", (("widths", (32, 128, 128)),)): 497_240,  # the fast-cpu preset's half width
     "vgg_a": 9_750_922,
     "vgg_a_bn": 9_756_426,
     "vgg_a_light": 285_162,
