@@ -189,3 +189,19 @@ def test_bench_cli_bad_input_is_one_line_error(capsys: pytest.CaptureFixture) ->
     assert main(["train", "--preset", "fast-gpu"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'fast-gpu'" in err and "fast_cpu" in err and "Traceback" not in err
+
+
+def test_time_to_accuracy_reports_each_seed_and_mean_std(tmp_path) -> None:
+    import statistics
+
+    from cifarlab.experiments.bench import time_to_accuracy
+
+    data = synthetic_cifar(300, 100)
+    result = time_to_accuracy("quick", [0, 1], data, tmp_path, lambda _: None,
+                              ["model.options.widths=[8, 16, 16]", "train.epochs=1", "data.val_size=100",
+                               "train.batch_size=50"])
+    accs = [r["test_acc"] for r in result["runs"]]
+    assert [r["seed"] for r in result["runs"]] == [0, 1] and all(r["status"] == "completed" for r in result["runs"])
+    assert result["test_acc_mean"] == pytest.approx(statistics.mean(accs))
+    assert result["test_acc_std"] == pytest.approx(statistics.stdev(accs))
+    assert all(r["train_s"] > 0 and r["wall_s"] >= r["train_s"] for r in result["runs"])

@@ -206,9 +206,9 @@ def time_to_accuracy(recipe: str, seeds: list[int], data: CifarArrays, out: Path
         summary = train(cfg, out / f"{recipe}-seed{seed}", data=data, progress=None)
         wall = time.perf_counter() - t0
         runs.append({"seed": seed, "test_acc": summary["test_acc"], "wall_s": wall,
-                     "train_s": summary.get("train_seconds"), "status": summary["status"]})
+                     "train_s": summary.get("train_time_s"), "status": summary["status"]})
         log(f"  {recipe} seed {seed}: test {100 * summary['test_acc']:.2f} % in {wall:.0f} s "
-            f"(training {summary.get('train_seconds', float('nan')):.0f} s)")
+            f"(training {summary.get('train_time_s', float('nan')):.0f} s)")
     accs = [r["test_acc"] for r in runs]
     walls = [r["wall_s"] for r in runs]
     result = {"recipe": recipe, "runs": runs, "test_acc_mean": statistics.mean(accs),
@@ -219,7 +219,7 @@ def time_to_accuracy(recipe: str, seeds: list[int], data: CifarArrays, out: Path
     return result
 
 
-def run_bench(data: CifarArrays, out: Path, models: list[str], steps: int = 8, rounds: int = 3, workers: int = 2,
+def run_bench(data: CifarArrays, out: Path, models: list[str], steps: int = 5, rounds: int = 3, workers: int = 2,
               recipe: str | None = None, seeds: list[int] | None = None, log: Log = print,
               recipe_overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the measurements; write ``out/bench.json`` atomically; return it."""

@@ -100,7 +100,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 BENCH_EPILOG = """\
 examples:
-  cifarlab bench --data-dir ../shared/datasets                       # throughput + roofline, a few minutes
+  cifarlab bench --data-dir ../shared/datasets                       # throughput + roofline (~6 min, 2-core CPU)
   cifarlab bench --models quick_cnn --steps 4 --rounds 2             # one model, shorter
   cifarlab bench --recipe fast-cpu --seeds 0,1,2 --models fast_net   # + time to accuracy of the fast recipe
 """
@@ -113,7 +113,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--data-dir", help="where CIFAR-10 is")
     p.add_argument("--models", default="quick_cnn,vgg_a,fast_net",
                    help="comma-separated subset of quick_cnn,vgg_a,fast_net (default: all three)")
-    p.add_argument("--steps", type=int, default=8, help="timed steps per round (default 8)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round (default 5)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds, best kept (default 3)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
     p.add_argument("--recipe", help="also train this preset (e.g. fast-cpu) and report time to accuracy")
