@@ -139,6 +139,11 @@ def test_fast_presets_resolve_and_a_tiny_fast_net_learns(tmp_path) -> None:
     assert fast.model.name == fast_cpu.model.name == "fast_net" and fast.train.tta == "flip_shift"
     assert fast.augment.flip_mode == "alternate" and fast.data.val_size == 0 and fast.train.batch_size == 1024
     assert load_config("fast_cpu") == fast_cpu
+    short = load_config("fast-cpu-10min")  # the same recipe at batch 256: per-example step size kept
+    assert (short.train.batch_size, short.train.epochs) == (256, 6)
+    assert short.optim.lr == pytest.approx(fast_cpu.optim.lr * 256 / 1024)
+    assert short.sched.min_lr / short.optim.lr == pytest.approx(fast_cpu.sched.min_lr / fast_cpu.optim.lr)
+    assert short.sched.warmup_epochs / 6 == pytest.approx(fast_cpu.sched.warmup_epochs / 8, abs=1e-3)
     # The recipe end to end at toy size: whitening init from data, alternating flips, TTA on the test set.
     data = synthetic_cifar(600, 200)
     cfg = load_config("fast-cpu", overrides=["model.options.widths=[8, 16, 16]", "train.batch_size=100",
