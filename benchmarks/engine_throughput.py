@@ -1,4 +1,5 @@
 """Side-by-side throughput of one training step, measured in one process (these machines are noisy).
+(`cifarlab bench` measures the same and more, through the real trainer; this script is the issue-2 record.)
 
 Compares, for one model and batch size:
   bare       forward + backward + SGD step on a pre-made float batch (the compute floor)
@@ -20,16 +21,12 @@ import torch
 from torch import nn
 
 from cifarlab.data import BatchAugment, load_cifar10
+from cifarlab.experiments.bench import time_per_step
 from cifarlab.models import create
 
 
 def time_steps(step, n_warmup: int = 3, n_timed: int = 10) -> float:
-    for _ in range(n_warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(n_timed):
-        step()
-    return (time.perf_counter() - start) / n_timed
+    return time_per_step(step, n_timed, warmup=n_warmup)
 
 
 def main() -> None:

@@ -70,7 +70,8 @@ class PerImageCifar(Dataset):
         return (x - self.mean) / self.std, self.labels[i]  # Normalize
 
 
-def _best_time(step: Callable[[], None], steps: int, warmup: int = 1) -> float:
+def time_per_step(step: Callable[[], None], steps: int, warmup: int = 1) -> float:
+    """Seconds per call of ``step`` over ``steps`` calls, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         step()
     start = time.perf_counter()
@@ -153,7 +154,7 @@ def bench_model(name: str, preset: str, batch: int, data: CifarArrays, steps: in
         times: dict[str, list[float]] = {"bare": [], "engine": [], "conventional": []}
         epoch_fixed = math.inf
         for r in range(rounds):
-            times["bare"].append(_best_time(bare, steps))
+            times["bare"].append(time_per_step(bare, steps))
             t0 = time.perf_counter()
             row = trainer._train_epoch(r)
             # Per step: the epoch's step loop (row["seconds"]); the rest of the call (shuffle, writing
@@ -163,7 +164,7 @@ def bench_model(name: str, preset: str, batch: int, data: CifarArrays, steps: in
             # A fresh iterator per round (its first batch, with the workers' start, is the warm-up step) and
             # dropped after it: idle workers must not prefetch while the other variants are timed.
             batches = iter(loader)
-            times["conventional"].append(_best_time(conventional, steps))
+            times["conventional"].append(time_per_step(conventional, steps))
             batches = None
         macs = count_macs(conv_net)
     best = {k: min(v) for k, v in times.items()}
@@ -186,8 +187,8 @@ def roofline(log: Log, repeats: int = 5) -> dict[str, float]:
     conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     with torch.no_grad():
-        t_conv = min(_best_time(lambda: conv(x), 1) for _ in range(repeats))
-        t_mm = min(_best_time(lambda: a @ b, 1) for _ in range(repeats))
+        t_conv = min(time_per_step(lambda: conv(x), 1) for _ in range(repeats))
+        t_mm = min(time_per_step(lambda: a @ b, 1) for _ in range(repeats))
     conv_gflops = 2 * 64 * 256 * 256 * 9 * 16 * 16 / t_conv / 1e9
     mm_gflops = 2 * 2048**3 / t_mm / 1e9
     log(f"  roofline: 3x3 conv 256->256 @16x16 batch 64: {conv_gflops:.1f} GFLOP/s; 2048^2 matmul: "
@@ -260,4 +261,5 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DEFAULT_MODELS", "PerImageCifar", "format_table", "roofline", "run_bench", "time_to_accuracy"]
+__all__ = ["DEFAULT_MODELS", "PerImageCifar", "format_table", "roofline", "run_bench", "time_per_step",
+           "time_to_accuracy"]

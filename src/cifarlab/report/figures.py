@@ -6,7 +6,6 @@ workers and in processes that use another backend.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from cifarlab.engine.checkpoint import atomic_write_bytes
 from cifarlab.experiments.compare import RunRecord, VariantStats, aggregate, best_variant, load_runs
+from cifarlab.plotting import draw_confusion, new_figure, png_bytes
 
 CURVES = (("train_loss", "train loss"), ("train_acc", "train accuracy"), ("val_loss", "validation loss"),
           ("val_acc", "validation accuracy"))
@@ -25,22 +25,6 @@ class FigureOut:
     title: str
     caption: str
     png: bytes
-
-
-def _new_figure(w: float, h: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any) -> bytes:
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
 def _colors(n: int) -> list[Any]:
@@ -62,7 +46,7 @@ def convergence_figure(variants: list[VariantStats], title_suffix: str = "") -> 
     curves = {k: [rows for rows in c if rows] for k, c in curves.items()}
     if not any(curves.values()):
         return None
-    fig = _new_figure(11, 7)
+    fig = new_figure(11, 7)
     axes = [fig.add_subplot(2, 2, i + 1) for i in range(4)]
     for color, (variant, runs) in zip(_colors(len(curves)), curves.items()):
         if not runs:
@@ -90,7 +74,7 @@ def convergence_figure(variants: list[VariantStats], title_suffix: str = "") -> 
     caption = ("Training and validation loss and accuracy per epoch (validation: the held-out split carved from "
                "the training set). Line: mean over seeds; shaded band: min..max over seeds"
                f" (up to {n_seeds} seed{'s' if n_seeds != 1 else ''} per variant).")
-    return FigureOut("convergence", f"Convergence{title_suffix}", caption, _png(fig))
+    return FigureOut("convergence", f"Convergence{title_suffix}", caption, png_bytes(fig))
 
 
 def test_accuracy_figure(variants: list[VariantStats]) -> FigureOut | None:
@@ -98,7 +82,7 @@ def test_accuracy_figure(variants: list[VariantStats]) -> FigureOut | None:
     shown = [v for v in variants if v.stats["test_acc"][2] > 0]
     if not shown:
         return None
-    fig = _new_figure(max(5.0, 0.7 * len(shown) + 2), 4.2)
+    fig = new_figure(max(5.0, 0.7 * len(shown) + 2), 4.2)
     ax = fig.add_subplot(1, 1, 1)
     means = [100 * v.stats["test_acc"][0] for v in shown]
     stds = [0.0 if math.isnan(v.stats["test_acc"][1]) else 100 * v.stats["test_acc"][1] for v in shown]
@@ -114,12 +98,12 @@ def test_accuracy_figure(variants: list[VariantStats]) -> FigureOut | None:
     ax.grid(axis="y", alpha=0.3)
     caption = ("Final-epoch test accuracy per variant: bar = mean over seeds, error bar = ± sample std (n-1; none "
                "when n = 1). The test set is evaluated once per run, after training.")
-    return FigureOut("test_accuracy", "Test accuracy", caption, _png(fig))
+    return FigureOut("test_accuracy", "Test accuracy", caption, png_bytes(fig))
 
 
 def lr_figure(variants: list[VariantStats]) -> FigureOut | None:
     """LR of every optimizer step (steps.csv) for the first finished seed of each variant."""
-    fig = _new_figure(8, 3.8)
+    fig = new_figure(8, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     drawn = 0
     for color, v in zip(_colors(len(variants)), variants):
@@ -135,7 +119,7 @@ def lr_figure(variants: list[VariantStats]) -> FigureOut | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     caption = "Learning rate at every optimizer step (from steps.csv), first seed of each variant."
-    return FigureOut("lr", "Learning-rate schedules", caption, _png(fig))
+    return FigureOut("lr", "Learning-rate schedules", caption, png_bytes(fig))
 
 
 def confusion_figure(runs: list[RunRecord], label: str, why: str) -> FigureOut | None:
@@ -148,36 +132,13 @@ def confusion_figure(runs: list[RunRecord], label: str, why: str) -> FigureOut |
     if not ok:
         return None
     conf = np.sum([np.asarray(r.summary["confusion"], dtype=float) for r in ok], axis=0)
-    norm = conf / np.clip(conf.sum(1, keepdims=True), 1, None)
     classes = list(ok[0].summary.get("per_class_test_acc", {}).keys()) or list(CLASSES)
     per_class = np.mean([[r.summary["per_class_test_acc"][c] for c in classes] for r in ok], axis=0)
-    fig = _new_figure(12, 5)
-    ax = fig.add_subplot(1, 2, 1)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)))
-    ax.set_yticks(range(len(classes)))
-    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticklabels(classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax2 = fig.add_subplot(1, 2, 2)
-    ax2.barh(range(len(classes)), 100 * per_class, color="#4c72b0")
-    ax2.set_yticks(range(len(classes)))
-    ax2.set_yticklabels(classes, fontsize=8)
-    ax2.invert_yaxis()
-    ax2.set_xlabel("test accuracy (%)")
-    ax2.set_xlim(0, 100)
-    for i, acc in enumerate(per_class):
-        ax2.text(100 * acc, i, f" {100 * acc:.1f}", va="center", fontsize=7)
-    ax2.grid(axis="x", alpha=0.3)
+    fig = new_figure(12, 5)
+    draw_confusion(fig, conf, per_class, classes)
     caption = (f"Test confusion matrix (rows: true class, normalised to 1; summed over {len(ok)} seed"
                f"{'s' if len(ok) != 1 else ''}) and per-class test accuracy (mean over seeds) of {label}. {why}")
-    return FigureOut("confusion", f"Confusion matrix and per-class accuracy: {label}", caption, _png(fig))
+    return FigureOut("confusion", f"Confusion matrix and per-class accuracy: {label}", caption, png_bytes(fig))
 
 
 def sweep_figures(sweep_dir: str | Path) -> list[FigureOut]:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from cifarlab.analysis.explain.plots import new_figure, save_png, to_hwc
 from cifarlab.data import CLASSES, BatchAugment
+from cifarlab.plotting import draw_confusion
 
 
 @dataclass
@@ -86,33 +87,8 @@ def plot_mistakes(images: Tensor, indices: Tensor, p: Predictions, path: Path) -
 
 def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
     """Row-normalised confusion matrix and per-class accuracy bars (as the report's run figure)."""
-    norm = confusion / np.clip(confusion.sum(1, keepdims=True), 1, None)
-    acc = per_class_accuracy(confusion)
-    classes = list(CLASSES)
     fig = new_figure(12, 5)
-    ax = fig.add_subplot(1, 2, 1)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)))
-    ax.set_yticks(range(len(classes)))
-    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticklabels(classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax2 = fig.add_subplot(1, 2, 2)
-    ax2.barh(range(len(classes)), 100 * acc, color="#4c72b0")
-    ax2.set_yticks(range(len(classes)))
-    ax2.set_yticklabels(classes, fontsize=8)
-    ax2.invert_yaxis()
-    ax2.set_xlabel("test accuracy (%)")
-    ax2.set_xlim(0, 100)
-    for i, a in enumerate(acc):
-        ax2.text(100 * a, i, f" {100 * a:.1f}", va="center", fontsize=7)
-    ax2.grid(axis="x", alpha=0.3)
+    draw_confusion(fig, confusion, per_class_accuracy(confusion), CLASSES)
     fig.suptitle(title, fontsize=10)
     save_png(fig, path)
 

@@ -12,23 +12,11 @@ import numpy as np
 import torch
 
 from cifarlab.engine.checkpoint import atomic_write_bytes, atomic_write_text
-
-
-def new_figure(w: float, h: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
+from cifarlab.plotting import new_figure, png_bytes
 
 
 def save_png(fig: Any, path: str | Path, tight: bool = True) -> Path:
-    if tight:
-        fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png_bytes(fig, tight))
     return Path(path)
 
 
