@@ -11,6 +11,7 @@ from cifarlab.config import load_config
 from cifarlab.data import BatchAugment, alternate_flip_mask, hflip
 from cifarlab.engine.optim import param_groups
 from cifarlab.engine.trainer import train
+from cifarlab.errors import ConfigError
 from cifarlab.models import count_params, create
 from cifarlab.models.fast_net import FastNet, patch_whitening
 from synthetic import cfg_with, synthetic_cifar
@@ -78,6 +79,56 @@ def test_fast_net_structure_init_and_frozen_parts() -> None:
     assert net(x[:4]).shape == (4, 10)
     with pytest.raises(ValueError, match="3 values"):
         FastNet(widths=(8, 16))
+
+
+def test_ablation_options_switch_off_exactly_one_piece() -> None:
+    w = (8, 16, 16)
+    torch.manual_seed(0)
+    recipe = create("fast_net", widths=w)
+    torch.manual_seed(0)
+    no_dirac = create("fast_net", widths=w, dirac=False)
+    # Same random draws; dirac only overwrites the first min(in, out) filters of each conv with identities.
+    conv, plain = recipe.layers[1].conv1, no_dirac.layers[1].conv1  # 8 -> 16 channels: 8 identity filters
+    eye = torch.zeros(8, 8, 3, 3)
+    eye[torch.arange(8), torch.arange(8), 1, 1] = 1
+    assert torch.equal(conv.weight[:8], eye) and not torch.equal(plain.weight[:8], eye)
+    assert torch.equal(conv.weight[8:], plain.weight[8:])
+    # BN scales: frozen at 1 in the recipe, trained in the ablation (2 BN layers per group).
+    trained_scales = create("fast_net", widths=w, frozen_bn_scale=False)
+    assert count_params(trained_scales) - count_params(recipe) == 2 * sum(w)
+    # Whitening stem: data-initialised and frozen in the recipe; "learned" keeps its init and trains it.
+    learned = create("fast_net", widths=w, whiten="learned")
+    assert count_params(learned) - count_params(recipe) == 24 * 3 * 4
+    before = learned.whiten.weight.clone()
+    learned.init_from_data(correlated_images(16))
+    assert torch.equal(learned.whiten.weight, before)
+    with pytest.raises(ConfigError, match="model 'fast_net': fast_net whiten must be one of data, learned, got 'pca'"):
+        create("fast_net", widths=w, whiten="pca")
+
+
+def test_ablation_sweep_changes_one_key_per_variant() -> None:
+    from cifarlab.config import to_dict
+    from cifarlab.experiments.sweep import expand, load_spec
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    for scale in ("quick", "cpu", "full"):
+        plans = {p.rel_dir.split("/")[0]: flat(to_dict(p.cfg)) for p in expand(load_spec("fast_ablations", scale))}
+        recipe = plans.pop("recipe")
+        assert recipe["data.val_size"] == 5000 and recipe["train.tta"] == "flip_shift"
+        for label, cfg in plans.items():
+            changed = {k for k in recipe if cfg.get(k) != recipe[k]} | (cfg.keys() - recipe.keys())
+            changed -= {"name"}  # the run name (the variant label)
+            expected = {"bn_bias_lr_1x": 2}.get(label, 1)  # LR and decay multipliers go together
+            assert len(changed) == expected, (label, changed)
+    full = load_config("fast", overrides=["data.val_size=5000"])
+    full_recipe = next(p for p in expand(load_spec("fast_ablations", "full")) if p.rel_dir == "recipe/seed0")
+    assert to_dict(full_recipe.cfg)["model"] == to_dict(full)["model"]
+    assert full_recipe.cfg.optim == full.optim and full_recipe.cfg.sched == full.sched
 
 
 def test_alternating_flips_are_complementary_between_epochs() -> None:
@@ -152,6 +203,17 @@ def test_fast_presets_resolve_and_a_tiny_fast_net_learns(tmp_path) -> None:
     summary = train(cfg, tmp_path / "fast", data=data, progress=False)
     assert summary["status"] == "completed"
     assert summary["test_acc"] > 0.5  # chance is 0.1
+    # TTA's contribution is read off the same weights: the no-TTA numbers are a single-view evaluation of them.
+    from cifarlab.analysis.explain.runs import load_run
+    from cifarlab.engine.trainer import evaluate
+
+    run = load_run(tmp_path / "fast")
+    test_x, test_y = data.test_x, data.test_y
+    single = evaluate(run.model, test_x, test_y, run.augment, nn.CrossEntropyLoss(), 50)
+    assert summary["test_acc_no_tta"] == pytest.approx(single.acc)
+    with_tta = evaluate(run.model, test_x, test_y, run.augment, nn.CrossEntropyLoss(), 50, tta="flip_shift")
+    assert summary["test_acc"] == pytest.approx(with_tta.acc)
+    assert 0.0 <= summary["val_acc_no_tta"] <= 1.0
 
 
 def test_per_image_pipeline_makes_a_crop_flip_view_and_bench_reports_ratios(tmp_path) -> None:

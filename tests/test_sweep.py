@@ -180,6 +180,18 @@ def test_table_matches_the_runs_summaries(sweep):
     acc = [100 * s["test_acc"] for s in relu]
     assert f"{statistics.mean(acc):.2f} ± {statistics.stdev(acc):.2f}" in md
     assert "activation=bogus,lr=0.05 seed 1: failed" in md
+    assert "no TTA" not in md  # these runs have no test-time augmentation: no empty no-TTA columns
+
+
+def test_no_tta_columns_appear_when_runs_have_them(tmp_path):
+    from cifarlab.experiments.compare import RunRecord, aggregate, table_rows
+
+    runs = [RunRecord("tta", s, tmp_path, "completed", summary={"test_acc": a, "test_acc_no_tta": b,
+                                                                "val_acc_no_tta": b, "final_val_acc": a})
+            for s, (a, b) in enumerate([(0.91, 0.90), (0.93, 0.90)])]
+    header, rows = table_rows(aggregate(runs))
+    assert header[-2:] == ["val acc, no TTA (%)", "test acc, no TTA (%)"]
+    assert rows[0][-1] == "90.00 ± 0.00" and rows[0][header.index("test acc (%)")] == "92.00 ± 1.41"
 
 
 def test_figures_written(sweep):

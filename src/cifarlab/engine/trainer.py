@@ -358,10 +358,11 @@ class Trainer:
         """The weights validation and test look at: the EMA copy when EMA is on, else the model itself."""
         return self.ema.module if self.ema is not None else self.model
 
-    def _evaluate(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> EvalResult:
+    def _evaluate(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                  tta: str | None = None) -> EvalResult:
         t = self.cfg.train
         return evaluate(model, images, labels, self.augment, self.eval_loss_fn, t.eval_batch_size, self.autocast,
-                        tta=t.tta, tta_shift=t.tta_shift)
+                        tta=t.tta if tta is None else tta, tta_shift=t.tta_shift)
 
     # -- loop ----------------------------------------------------------------------------------------------------
 
@@ -572,6 +573,11 @@ class Trainer:
             per_class_test_acc=dict(zip(CLASSES, test.per_class_acc)),
             confusion=test.confusion,
         )
+        if cfg.train.tta != "none":
+            # What TTA adds, read off the same weights (one single-view pass each): the ablation of TTA for free.
+            summary["test_acc_no_tta"] = self._evaluate(tested, self.test_x, self.test_y, tta="none").acc
+            if len(self.val_x):
+                summary["val_acc_no_tta"] = self._evaluate(tested, self.val_x, self.val_y, tta="none").acc
         return self._write_summary(summary)
 
     def _finish_swa(self, summary: dict[str, Any]) -> nn.Module:

@@ -31,7 +31,11 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("test_loss", "test loss", "loss"),
     ("test_acc", "test acc (%)", "acc"),
     ("best_epoch", "best val epoch", "epochs"),
+    # Only runs with test-time augmentation have these (same weights, one view): shown when some run has them.
+    ("val_acc_no_tta", "val acc, no TTA (%)", "acc"),
+    ("test_acc_no_tta", "test acc, no TTA (%)", "acc"),
 )
+OPTIONAL_METRICS = frozenset({"val_acc_no_tta", "test_acc_no_tta"})
 
 
 @dataclass
@@ -130,11 +134,12 @@ def _fmt_count(v: int | None, unit: float = 1.0, suffix: str = "") -> str:
 
 def table_rows(variants: list[VariantStats]) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows (strings) shared by the Markdown and HTML tables."""
-    header = ["variant", "runs ok / n", "params", "MACs", *(title for _, title, _ in METRICS)]
+    shown = [m for m in METRICS if m[0] not in OPTIONAL_METRICS or any(v.stats[m[0]][2] for v in variants)]
+    header = ["variant", "runs ok / n", "params", "MACs", *(title for _, title, _ in shown)]
     rows = []
     for v in variants:
         rows.append([v.variant, f"{v.n_ok} / {len(v.runs)}", _fmt_count(v.params), _fmt_count(v.macs, 1e6, " M"),
-                     *(fmt_stat(v.stats[key], kind) for key, _, kind in METRICS)])
+                     *(fmt_stat(v.stats[key], kind) for key, _, kind in shown)])
     return header, rows
 
 

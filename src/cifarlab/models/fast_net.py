@@ -33,21 +33,24 @@ from cifarlab.models.registry import register
 
 
 class FrozenScaleBN(nn.BatchNorm2d):
-    """BatchNorm2d whose scale (weight) is fixed at 1: only the shift (bias) is trained."""
+    """BatchNorm2d whose scale (weight) is fixed at 1: only the shift (bias) is trained.
 
-    def __init__(self, num_features: int, momentum: float = 0.4, eps: float = 1e-12) -> None:
+    ``frozen_scale=False`` is the ordinary BatchNorm2d (the ablation of this piece)."""
+
+    def __init__(self, num_features: int, momentum: float = 0.4, eps: float = 1e-12,
+                 frozen_scale: bool = True) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
-        self.weight.requires_grad_(False)
+        self.weight.requires_grad_(not frozen_scale)
 
 
 class ConvGroup(nn.Module):
-    def __init__(self, cin: int, cout: int, bn_momentum: float) -> None:
+    def __init__(self, cin: int, cout: int, bn_momentum: float, frozen_bn_scale: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
-        self.norm1 = FrozenScaleBN(cout, bn_momentum)
+        self.norm1 = FrozenScaleBN(cout, bn_momentum, frozen_scale=frozen_bn_scale)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.norm2 = FrozenScaleBN(cout, bn_momentum)
+        self.norm2 = FrozenScaleBN(cout, bn_momentum, frozen_scale=frozen_bn_scale)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,32 +81,49 @@ def patch_whitening(images: torch.Tensor, kernel: int = 2, eps: float = 5e-4) ->
     return torch.cat([filters, -filters]).float()
 
 
+WHITEN_MODES = ("data", "learned")
+
+
 class FastNet(nn.Module):
+    """The options other than ``widths`` exist to ablate one piece at a time (``fast_ablations`` sweep):
+    ``whiten="learned"`` makes the 2x2 stem an ordinary trained conv (default init), ``dirac=False`` keeps
+    the convs' default init, ``frozen_bn_scale=False`` trains the BN scales."""
+
     def __init__(self, num_classes: int = 10, widths: Sequence[int] = (64, 256, 256), whiten_kernel: int = 2,
-                 bn_momentum: float = 0.4, scale: float = 1 / 9) -> None:
+                 bn_momentum: float = 0.4, scale: float = 1 / 9, whiten: str = "data", dirac: bool = True,
+                 frozen_bn_scale: bool = True) -> None:
         super().__init__()
         check_positive("widths", tuple(widths))
         if len(widths) != 3:
             raise ValueError(f"fast_net has 3 conv groups: widths needs 3 values, got {tuple(widths)}")
+        if whiten not in WHITEN_MODES:
+            raise ValueError(f"fast_net whiten must be one of {', '.join(WHITEN_MODES)}, got {whiten!r}")
         whiten_width = 2 * 3 * whiten_kernel**2
+        self.whiten_from_data = whiten == "data"
         self.whiten = nn.Conv2d(3, whiten_width, whiten_kernel, padding=0, bias=True)
-        self.whiten.weight.requires_grad_(False)  # a statistic of the data (init_from_data), not learnt
+        # From data, the filters are a statistic of the images (init_from_data), not learnt.
+        self.whiten.weight.requires_grad_(not self.whiten_from_data)
         self.act = nn.GELU()
         layers, cin = [], whiten_width
         for w in widths:
-            layers.append(ConvGroup(cin, int(w), bn_momentum))
+            layers.append(ConvGroup(cin, int(w), bn_momentum, frozen_bn_scale))
             cin = int(w)
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(cin, num_classes, bias=False)
         self.scale = scale
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m is not self.whiten:
-                dirac_init_(m)
+        if dirac:
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d) and m is not self.whiten:
+                    dirac_init_(m)
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor) -> None:
-        """Set the whitening filters from normalised training images (N, 3, 32, 32); a few thousand suffice."""
+        """Set the whitening filters from normalised training images (N, 3, 32, 32); a few thousand suffice.
+
+        A no-op with ``whiten="learned"``: that stem keeps its default init and is trained."""
+        if not self.whiten_from_data:
+            return
         filters = patch_whitening(images.float().cpu(), self.whiten.kernel_size[0])
         self.whiten.weight.copy_(filters.to(self.whiten.weight.device))
         self.whiten.bias.zero_()
@@ -116,5 +136,6 @@ class FastNet(nn.Module):
 
 @register("fast_net", "fast recipe net (airbench94-style): data-whitened 2x2 stem, 3 conv groups 64/256/256 (2.0M)")
 def fast_net(num_classes: int = 10, widths: Sequence[int] = (64, 256, 256), whiten_kernel: int = 2,
-             bn_momentum: float = 0.4, scale: float = 1 / 9) -> nn.Module:
-    return FastNet(num_classes, widths, whiten_kernel, bn_momentum, scale)
+             bn_momentum: float = 0.4, scale: float = 1 / 9, whiten: str = "data", dirac: bool = True,
+             frozen_bn_scale: bool = True) -> nn.Module:
+    return FastNet(num_classes, widths, whiten_kernel, bn_momentum, scale, whiten, dirac, frozen_bn_scale)
