@@ -22,7 +22,6 @@ Closed forms (t in epochs, E = train.epochs, w = warmup_epochs, f = min_lr / lr)
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -157,28 +156,21 @@ def _sgdr_position(t: float, t_0: float, t_mult: int) -> tuple[float, float]:
 def plot_lr(run_dir: str | Path) -> Path:
     """Write ``<run_dir>/lr.png``: the LR of every optimizer step (from steps.csv) against the step.
 
-    Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch): safe in headless runs and in
-    processes that use another backend.
+    Headless (cifarlab.plotting: matplotlib's Agg canvas, no pyplot); imported lazily, as training needs no plots.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     from cifarlab.engine.checkpoint import atomic_write_bytes
     from cifarlab.engine.metrics import read_csv
+    from cifarlab.plotting import new_figure, png_bytes
 
     run_dir = Path(run_dir)
     rows = read_csv(run_dir / "steps.csv")
-    fig = Figure(figsize=(6, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(6, 3.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([r["step"] for r in rows], [r["lr"] for r in rows], lw=1.2)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
     ax.set_title(f"LR schedule ({run_dir.name})")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
     path = run_dir / "lr.png"
-    atomic_write_bytes(path, buffer.getvalue())  # like every run file: the old one or the new one, never half
+    atomic_write_bytes(path, png_bytes(fig))  # like every run file: the old one or the new one, never half
     return path

@@ -1,4 +1,4 @@
-"""Figures and CSVs of each bn-study part (matplotlib, Agg backend: no display needed).
+"""Figures and CSVs of each bn-study part (matplotlib Agg canvases from cifarlab.plotting: no display, no pyplot).
 
 Colours follow the course figure: standard VGG-A green, VGG-A + BN red (noisy BN purple).
 """
@@ -9,16 +9,13 @@ import io
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from cifarlab.analysis.bn_study.probes import loss_band
 from cifarlab.analysis.bn_study.settings import MODELS, StudySettings
 from cifarlab.analysis.bn_study.study import write_csv
 from cifarlab.engine.checkpoint import atomic_write_bytes
+from cifarlab.plotting import new_figure
 
 COLORS = {"vgg_a": "tab:green", "vgg_a_bn": "tab:red", "vgg_a_noisy_bn": "tab:purple"}
 LABELS = {"vgg_a": "standard VGG-A", "vgg_a_bn": "VGG-A + BN", "vgg_a_noisy_bn": "VGG-A + noisy BN"}
@@ -39,7 +36,6 @@ def smooth(values: np.ndarray | list[float], window: int) -> np.ndarray:
 def save_fig(fig: Any, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -71,7 +67,8 @@ def _final_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _curves(runs: list[dict[str, Any]], folder: Path, title: str, window: int) -> None:
     """2x2: train loss / train accuracy vs step (smoothed), train and validation accuracy vs epoch."""
-    fig, ax = plt.subplots(2, 2, figsize=(12, 8))
+    fig = new_figure(12, 8)
+    ax = fig.subplots(2, 2)
     lrs = sorted({_lr(r) for r in runs})
     for r in runs:
         m, style = _model(r), STYLES[lrs.index(_lr(r)) % len(STYLES)]
@@ -120,7 +117,8 @@ def write_band(runs: list[dict[str, Any]], folder: Path, s: StudySettings) -> No
     rows = [{"step": i, **{f"{m}_{k}": float(v[i]) for m, (lo, hi) in bands.items()
                            for k, v in (("min", lo), ("max", hi))}} for i in range(n)]
     write_csv(folder / "band.csv", rows)
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig = new_figure(9, 5)
+    ax = fig.subplots()
     w = s.band.smooth
     for m, (lo, hi) in bands.items():
         x = np.arange(len(lo))
@@ -159,7 +157,8 @@ def write_landscape(runs: list[dict[str, Any]], folder: Path, s: StudySettings) 
     write_csv(folder / "probes_eta.csv", per_eta)
     write_csv(folder / "steps.csv", _step_rows(runs))
     ls = s.landscape
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig = new_figure(16, 4.5)
+    ax = fig.subplots(1, 3)
     for m in MODELS:
         rows = [row for row in summary if row["model"] == m]
         if not rows:
@@ -188,7 +187,8 @@ def write_ics(runs: list[dict[str, Any]], folder: Path, s: StudySettings) -> Non
     rows = [{"model": _model(r), **row} for r in runs for row in r["ics"]]
     write_csv(folder / "ics.csv", rows)
     layers = list(s.ics.layers)
-    fig, ax = plt.subplots(2, len(layers), figsize=(4.5 * len(layers), 7), squeeze=False)
+    fig = new_figure(4.5 * len(layers), 7)
+    ax = fig.subplots(2, len(layers), squeeze=False)
     for j, layer in enumerate(layers):
         for m in MODELS:
             sel = [row for row in rows if row["model"] == m and row["layer"] == layer]
