@@ -455,12 +455,16 @@ def test_report_shows_explain_figures_and_compare_section(lab, explained, compar
     html = html_path.read_text()
     for title in ("What the model learned (cifarlab explain)", "Structure of quick_cnn", "Network structure: bn",
                   "First-layer filters: bn", "Feature maps: bn", "Grad-CAM: bn", "Most confident mistakes: bn",
-                  "Confusion matrix and per-class accuracy of the explained weights: bn",
                   "Loss surface (2-D contour): bn", "Loss surface (3-D): bn", "Loss along a random direction (1-D): bn",
                   "Linear interpolation: bn",
                   "Loss surfaces compared: quick_cnn (bn) vs quick_cnn (nobn)", "2-D loss surfaces side by side"):
         assert title in html, title
     assert "Grad-CAM: nobn" not in html  # the run without an explain/ folder has no explain figures
+    # explain's confusion matrix is the run's own here (same weights, no TTA): shown once, by the run section.
+    run_summary = json.loads((lab / "bn" / "summary.json").read_text())
+    assert explained["mistakes"]["confusion"] == run_summary["confusion"]
+    assert "Confusion matrix and per-class accuracy of the explained weights: bn" not in html
+    assert "Confusion matrix and per-class accuracy: run bn" in html
     md = md_path.read_text()
     assert "explain_surface_2d_contour.png" in md and "_compare_2d_contour.png" in md
 

@@ -145,6 +145,7 @@ def run_section(run_dir: Path, root: Path) -> Section:
         ["final train loss / acc (%)", f"{num('final_train_loss', 'loss')} / {num('final_train_acc', 'acc')}"],
         ["final val loss / acc (%)", f"{num('final_val_loss', 'loss')} / {num('final_val_acc', 'acc')}"],
         ["test loss / acc (%)", f"{num('test_loss', 'loss')} / {num('test_acc', 'acc')}"],
+        *([["test acc without TTA (%)", num("test_acc_no_tta", "acc")]] if "test_acc_no_tta" in s else []),
         ["best val epoch", str(s.get("best_epoch", "-"))],
     ]
     rel = run_dir.relative_to(root) if run_dir != root else Path(run_dir.name)
@@ -213,7 +214,13 @@ def add_explain(sec: Section, run_dir: Path) -> None:
             sec.tables.append(Table(f"Structure of {e.get('model', '?')}", "Every layer as called in the forward "
                                     "pass: output shape for one image, trainable parameters.", rows[0],
                                     [[*r[:3], f"{int(r[3]):,}"] for r in rows[1:]], numeric=False))
+    # explain's confusion matrix repeats the run's own unless its predictions differ (other weights, or the run
+    # used test-time augmentation, which explain does not): then both are shown.
+    run_confusion = json.loads((run_dir / "summary.json").read_text()).get("confusion")
+    repeated = run_confusion is not None and (e.get("mistakes") or {}).get("confusion") == run_confusion
     for path, title, caption in check_figures(folder):
+        if repeated and path.name == "confusion.png":
+            continue
         sec.figures.append(FigureOut(f"explain_{path.stem}", f"{title}: {run_dir.name}", caption, path.read_bytes()))
 
 
