@@ -272,3 +272,76 @@ def test_time_to_accuracy_reports_each_seed_and_mean_std(tmp_path) -> None:
     assert result["test_acc_mean"] == pytest.approx(statistics.mean(accs))
     assert result["test_acc_std"] == pytest.approx(statistics.stdev(accs))
     assert all(r["train_s"] > 0 and r["wall_s"] >= r["train_s"] for r in result["runs"])
+
+
+def test_lookahead_alpha_ramps_cubically_and_syncs_with_it() -> None:
+    from cifarlab.engine.optim import Lookahead
+
+    w = nn.Parameter(torch.zeros(3))
+    opt = Lookahead(torch.optim.SGD([w], lr=1.0), k=2, alpha=0.25, ramp_steps=8)
+    assert [opt.alpha_at(s) for s in (0, 4, 8, 12)] == pytest.approx([1.0, 1 - 0.75 / 8, 0.25, 0.25])
+    slow = torch.zeros(3)
+    for step in range(1, 9):
+        w.grad = torch.ones(3)  # each SGD step moves the fast weights by -1
+        opt.step()
+        fast = slow - (2 if step % 2 == 0 else 1)  # what plain SGD gives since the last sync
+        if step % 2 == 0:  # sync: slow += alpha(step) (fast - slow); fast restarts from slow
+            slow = slow + (1 - 0.75 * (step / 8) ** 3) * (fast - slow)
+            torch.testing.assert_close(w.detach(), slow)
+    assert float(w.detach()[0]) == pytest.approx(-(2 * (1 - 0.75 / 64) + 2 * (1 - 0.75 / 8) + 2 * (1 - 0.75 * 27 / 64)
+                                           + 2 * 0.25))
+
+
+def test_warmup_starts_at_the_given_fraction() -> None:
+    from cifarlab.engine.schedules import LRSchedule
+
+    net = nn.Linear(2, 2)
+    cfg = load_config("fast", overrides=["train.epochs=10"])
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.optim.lr)
+    sched = LRSchedule(opt, cfg.sched, 10, 100)
+    assert sched.factor(0.0) == pytest.approx(0.2 + 0.8 * 0.01 / 2.3)  # the first step: 0.2 plus one step of rise
+    assert sched.factor(1.15) == pytest.approx(0.2 + 0.8 * 1.16 / 2.3)
+    assert sched.factor(2.3) == pytest.approx(1.0) and sched.factor(10) == pytest.approx(0.07)
+
+
+def test_whitening_bias_airbench_treatment(tmp_path) -> None:
+    cfg = load_config("fast").optim
+    airbench = create("fast_net", widths=(8, 16, 16), whiten_bias_epochs=3)
+    weights, biases = param_groups(airbench, cfg)
+    assert any(p is airbench.whiten.bias for p in weights["params"])  # the weights' LR 1.5, not 64x
+    assert not any(p is airbench.whiten.bias for p in biases["params"]) and len(biases["params"]) == 6
+    measured = create("fast_net", widths=(8, 16, 16))  # None: fast-cpu's (measured) treatment
+    assert any(p is measured.whiten.bias for p in param_groups(measured, cfg)[1]["params"])
+    airbench.on_epoch_start(2)
+    assert airbench.whiten.bias.requires_grad
+    airbench.on_epoch_start(3)
+    assert not airbench.whiten.bias.requires_grad
+    # In the trainer: frozen from epoch 0 on, the bias never moves (init_from_data zeroes it); BN shifts do.
+    data = synthetic_cifar(300, 50)
+    for epochs_trained, moved in (("0", False), ("null", True)):
+        run = tmp_path / f"wb{epochs_trained}"
+        cfg_run = load_config("fast-cpu", overrides=["model.options.widths=[8, 16, 16]", "train.batch_size=100",
+                                                     "train.epochs=2", "sched.warmup_epochs=1", "optim.lr=0.2",
+                                                     "data.val_size=100", "train.tta=none",
+                                                     f"model.options.whiten_bias_epochs={epochs_trained}"])
+        train(cfg_run, run, data=data, progress=False)
+        state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+        assert bool(state["whiten.bias"].abs().sum() > 0) is moved
+        assert state["layers.0.norm1.bias"].abs().sum() > 0
+
+
+def test_trainer_ramps_lookahead_over_the_whole_run(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import cifarlab.engine.trainer as trainer_module
+
+    built = []
+    real = trainer_module.build_optimizer
+
+    def spy(model, cfg, total_steps=0):
+        built.append(real(model, cfg, total_steps))
+        return built[-1]
+
+    monkeypatch.setattr(trainer_module, "build_optimizer", spy)
+    cfg = cfg_with("train.epochs=3", "train.batch_size=100", "data.val_size=100", "optim.lookahead_k=5",
+                   "optim.lookahead_ramp=true", "optim.lookahead_alpha=0.3")
+    train(cfg, tmp_path / "la", data=synthetic_cifar(300, 50), progress=False)
+    assert built[0].ramp_steps == 3 * 2 and built[0].steps == 6  # 200 training images / 100 per step, 3 epochs

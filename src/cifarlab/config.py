@@ -87,6 +87,9 @@ class OptimConfig:
     bn_bias_wd_mult: float = 1.0  # weight-decay multiplier of that group (1/bn_bias_lr_mult: same decay per step)
     lookahead_k: int = 0  # Lookahead: sync slow weights every k optimizer steps; 0 disables
     lookahead_alpha: float = 0.5  # Lookahead: slow += alpha * (fast - slow)
+    # Lookahead ramp (airbench): alpha goes from 1 (plain steps) at step 0 to lookahead_alpha at the last step,
+    # as 1 - (1 - lookahead_alpha) * (step / total)^3: no averaging early, strong averaging as the LR decays.
+    lookahead_ramp: bool = False
 
 
 @dataclass
@@ -101,6 +104,7 @@ class SchedulerConfig:
     gamma: float = 0.1  # step/multistep: decay factor; exponential: factor per epoch
     milestones: list[int] = field(default_factory=list)  # multistep: epochs at which the LR is multiplied by gamma
     min_lr: float = 0.0  # cosine/warmup_*/cosine_restarts: floor; plateau: lowest LR
+    warmup_start: float = 0.0  # the warm-up starts at this fraction of optim.lr (airbench: 0.2), then rises linearly
     pct_start: float = 0.25  # onecycle: fraction of training spent increasing the LR
     t_0: int = 10  # cosine_restarts: epochs of the first cycle
     t_mult: int = 1  # cosine_restarts: each cycle is t_mult times longer than the previous one
@@ -376,6 +380,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(s.step_size >= 1, "sched.step_size", s.step_size, ">= 1")
     need(0 < s.gamma <= 1, "sched.gamma", s.gamma, "0 < gamma <= 1")
     need(0 <= s.min_lr < o.lr, "sched.min_lr", s.min_lr, f"0 <= min_lr < optim.lr ({o.lr})")
+    need(0 <= s.warmup_start < 1, "sched.warmup_start", s.warmup_start, "0 <= fraction of optim.lr < 1")
     need(0 < s.pct_start < 1, "sched.pct_start", s.pct_start, "0 < pct_start < 1")
     need(s.name not in ("warmup_cosine", "warmup_linear") or s.warmup_epochs > 0, "sched.warmup_epochs",
          s.warmup_epochs, f"> 0 when sched.name is {s.name}")

@@ -28,9 +28,16 @@ from cifarlab.engine.scratch_optim import ScratchSGD, Signum
 
 
 def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(weights, bn_and_bias): trainable parameters with ndim > 1 (conv/linear kernels) and ndim <= 1."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
+    """(weights, bn_and_bias): trainable parameters with ndim > 1 (conv/linear kernels) and ndim <= 1.
+
+    A model may list 1-D parameters that belong with the weights anyway (``weight_group_params()``): fast_net's
+    whitening bias, which airbench trains at the weights' LR, not the 64x of the BN shifts.
+    """
+    listed = getattr(model, "weight_group_params", None)
+    as_weights = {id(p) for p in listed()} if listed is not None else set()
+    params = [p for p in model.parameters() if p.requires_grad or id(p) in as_weights]
+    weights = [p for p in params if p.ndim > 1 or id(p) in as_weights]
+    return weights, [p for p in params if p.ndim <= 1 and id(p) not in as_weights]
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
@@ -84,10 +91,11 @@ class Lookahead:
     because ``load_state_dict`` replaces that list.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, k: int, alpha: float) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, k: int, alpha: float, ramp_steps: int = 0) -> None:
         if k < 1 or not 0 < alpha <= 1:
             raise ValueError(f"Lookahead needs k >= 1 and 0 < alpha <= 1, got k={k}, alpha={alpha}")
         self.optimizer, self.k, self.alpha = optimizer, k, alpha
+        self.ramp_steps = ramp_steps  # > 0: alpha ramps from 1 to ``alpha`` over these steps (alpha_at)
         self.steps = 0  # fast steps taken; a Python int, so deciding when to sync never touches the device
         self.slow = [p.detach().clone() for p in self._params()]
 
@@ -111,9 +119,16 @@ class Lookahead:
         self.steps += 1
         if self.steps % self.k == 0:
             fast = self._params()
-            torch._foreach_lerp_(self.slow, fast, self.alpha)  # slow + alpha*(fast - slow), one fused kernel
+            # slow + alpha*(fast - slow), one fused kernel
+            torch._foreach_lerp_(self.slow, fast, self.alpha_at(self.steps))
             torch._foreach_copy_(fast, self.slow)
         return loss
+
+    def alpha_at(self, step: int) -> float:
+        """The sync's alpha: constant, or with a ramp 1 - (1 - alpha) (step / ramp_steps)^3 (airbench94)."""
+        if self.ramp_steps <= 0:
+            return self.alpha
+        return 1.0 - (1.0 - self.alpha) * min(1.0, step / self.ramp_steps) ** 3
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "lookahead_steps": self.steps,
@@ -129,10 +144,13 @@ class Lookahead:
 Optimizer = torch.optim.Optimizer | Lookahead
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Optimizer:
-    """The optimizer of ``optim.name`` over ``param_groups(model, cfg)``, wrapped in Lookahead if lookahead_k > 0."""
+def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int = 0) -> Optimizer:
+    """The optimizer of ``optim.name`` over ``param_groups(model, cfg)``, wrapped in Lookahead if lookahead_k > 0
+    (its alpha ramped over ``total_steps`` when ``lookahead_ramp``)."""
     opt = _base_optimizer(param_groups(model, cfg), cfg)
-    return Lookahead(opt, cfg.lookahead_k, cfg.lookahead_alpha) if cfg.lookahead_k > 0 else opt
+    if cfg.lookahead_k <= 0:
+        return opt
+    return Lookahead(opt, cfg.lookahead_k, cfg.lookahead_alpha, total_steps if cfg.lookahead_ramp else 0)
 
 
 def build_regularizer(model: nn.Module, cfg: OptimConfig) -> Callable[[], torch.Tensor] | None:

@@ -17,7 +17,8 @@ Closed forms (t in epochs, E = train.epochs, w = warmup_epochs, f = min_lr / lr)
 * warmup_linear: f + (1-f) (1 - (t-w)/(E-w))
 * cosine_restarts (SGDR): f + (1-f) (1 + cos(pi T_cur/T_i)) / 2, cycles of t_0, t_0*t_mult, t_0*t_mult^2, ...
 * onecycle: torch's OneCycleLR (cosine, div_factor 25, final_div_factor 1e4)
-* warm-up (all but onecycle): (t + unit)/w during t < w, unit = one step (or one epoch) of progress
+* warm-up (all but onecycle): s + (1-s) (t + unit)/w during t < w, unit = one step (or one epoch) of progress,
+  s = warmup_start
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class LRSchedule:
         if w > 0 and t < w:
             # Linear warm-up; the first update already gets one unit of it (never an LR of exactly 0).
             unit = 1 / self.steps_per_epoch if self.interval == "step" else 1.0
-            return min(1.0, (t + unit) / w) * (self.plateau_scale if c.name == "plateau" else 1.0)
+            rise = c.warmup_start + (1 - c.warmup_start) * min(1.0, (t + unit) / w)
+            return rise * (self.plateau_scale if c.name == "plateau" else 1.0)
         floor = c.min_lr / self.base_lrs[0]
         if c.name == "constant":
             return 1.0

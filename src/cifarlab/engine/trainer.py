@@ -264,7 +264,6 @@ class Trainer:
         self.mixer = BatchMixer(cfg.augment.mixup_alpha, cfg.augment.cutmix_alpha, cfg.augment.mix_prob)
         self.loss_fn = build_loss(cfg.loss).to(device)
         self.eval_loss_fn = nn.CrossEntropyLoss()  # validation/test loss is plain CE whatever the train loss
-        self.optimizer = build_optimizer(self.model, cfg.optim)
         self.regularizer = build_regularizer(self.model, cfg.optim)
         t = cfg.train
         n, bs, accum = len(self.train_x), t.batch_size, t.grad_accum_steps
@@ -274,6 +273,7 @@ class Trainer:
         # Drop the last partial batch (as airbench and most recipes): constant steps/epoch, no size-1 BN batches.
         # One step = grad_accum_steps micro-batches of batch_size images.
         self.steps_per_epoch = max(1, n // (bs * accum)) if n >= bs * accum else 1
+        self.optimizer = build_optimizer(self.model, cfg.optim, total_steps=self.steps_per_epoch * t.epochs)
         self.schedule = LRSchedule(self.optimizer, cfg.sched, t.epochs, self.steps_per_epoch,
                                    swa_start_epoch=t.swa_start_epoch, swa_lr=t.swa_lr)
         # Averaged copies start from the initial weights (before torch.compile wraps the model).
@@ -369,6 +369,9 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, model = self.cfg, self.model
         model.train()
+        on_epoch_start = getattr(unwrap(model), "on_epoch_start", None)
+        if on_epoch_start is not None:  # a model's per-epoch switches (fast_net: freeze the whitening bias)
+            on_epoch_start(epoch)
         torch.manual_seed(seed_for(cfg.train.seed, epoch))  # dropout etc.
         gen = torch.Generator(device=self.device).manual_seed(seed_for(cfg.train.seed, epoch))
         # Host-side RNG of mixup/cutmix (lam, box): Python numbers, so mixing never syncs the device.

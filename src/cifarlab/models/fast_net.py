@@ -87,19 +87,24 @@ WHITEN_MODES = ("data", "learned")
 class FastNet(nn.Module):
     """The options other than ``widths`` exist to ablate one piece at a time (``fast_ablations`` sweep):
     ``whiten="learned"`` makes the 2x2 stem an ordinary trained conv (default init), ``dirac=False`` keeps
-    the convs' default init, ``frozen_bn_scale=False`` trains the BN scales."""
+    the convs' default init, ``frozen_bn_scale=False`` trains the BN scales. ``whiten_bias_epochs=N`` is
+    airbench's treatment of the stem's bias (weights' LR, frozen after N epochs); None (default, as fast-cpu was
+    measured) trains it throughout with the BN shifts' LR multiplier."""
 
     def __init__(self, num_classes: int = 10, widths: Sequence[int] = (64, 256, 256), whiten_kernel: int = 2,
                  bn_momentum: float = 0.4, scale: float = 1 / 9, whiten: str = "data", dirac: bool = True,
-                 frozen_bn_scale: bool = True) -> None:
+                 frozen_bn_scale: bool = True, whiten_bias_epochs: int | None = None) -> None:
         super().__init__()
         check_positive("widths", tuple(widths))
         if len(widths) != 3:
             raise ValueError(f"fast_net has 3 conv groups: widths needs 3 values, got {tuple(widths)}")
+        if whiten_bias_epochs is not None and whiten_bias_epochs < 0:
+            raise ValueError(f"fast_net whiten_bias_epochs must be >= 0 or null, got {whiten_bias_epochs}")
         if whiten not in WHITEN_MODES:
             raise ValueError(f"fast_net whiten must be one of {', '.join(WHITEN_MODES)}, got {whiten!r}")
         whiten_width = 2 * 3 * whiten_kernel**2
         self.whiten_from_data = whiten == "data"
+        self.whiten_bias_epochs = whiten_bias_epochs
         self.whiten = nn.Conv2d(3, whiten_width, whiten_kernel, padding=0, bias=True)
         # From data, the filters are a statistic of the images (init_from_data), not learnt.
         self.whiten.weight.requires_grad_(not self.whiten_from_data)
@@ -116,6 +121,17 @@ class FastNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, nn.Conv2d) and m is not self.whiten:
                     dirac_init_(m)
+
+    def weight_group_params(self) -> list[nn.Parameter]:
+        """With ``whiten_bias_epochs`` set (airbench's treatment), the whitening bias trains at the weights' LR
+        and decay, not in the 1-D (BN shift) group with its LR multiplier. None: it stays in that group."""
+        return [self.whiten.bias] if self.whiten_bias_epochs is not None else []
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer before each epoch (0-based): with ``whiten_bias_epochs`` N, the whitening bias
+        trains for the first N epochs, then is frozen (airbench: 3); None: trained throughout."""
+        if self.whiten_bias_epochs is not None:
+            self.whiten.bias.requires_grad_(epoch < self.whiten_bias_epochs)
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor) -> None:
@@ -137,5 +153,6 @@ class FastNet(nn.Module):
 @register("fast_net", "fast recipe net (airbench94-style): data-whitened 2x2 stem, 3 conv groups 64/256/256 (2.0M)")
 def fast_net(num_classes: int = 10, widths: Sequence[int] = (64, 256, 256), whiten_kernel: int = 2,
              bn_momentum: float = 0.4, scale: float = 1 / 9, whiten: str = "data", dirac: bool = True,
-             frozen_bn_scale: bool = True) -> nn.Module:
-    return FastNet(num_classes, widths, whiten_kernel, bn_momentum, scale, whiten, dirac, frozen_bn_scale)
+             frozen_bn_scale: bool = True, whiten_bias_epochs: int | None = None) -> nn.Module:
+    return FastNet(num_classes, widths, whiten_kernel, bn_momentum, scale, whiten, dirac, frozen_bn_scale,
+                   whiten_bias_epochs)
