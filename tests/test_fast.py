@@ -345,3 +345,21 @@ def test_trainer_ramps_lookahead_over_the_whole_run(monkeypatch: pytest.MonkeyPa
                    "optim.lookahead_ramp=true", "optim.lookahead_alpha=0.3")
     train(cfg, tmp_path / "la", data=synthetic_cifar(300, 50), progress=False)
     assert built[0].ramp_steps == 3 * 2 and built[0].steps == 6  # 200 training images / 100 per step, 3 epochs
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path) -> None:
+    import csv
+    import math
+
+    from cifarlab.config import config_from_dict, to_dict
+
+    cfg = cfg_with("train.epochs=3", "train.val_every=2", "train.batch_size=100", "data.val_size=100")
+    summary = train(cfg, tmp_path / "ve", data=synthetic_cifar(300, 50), progress=False)
+    with (tmp_path / "ve" / "epochs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["val_acc"] not in ("", "nan") for r in rows] == [False, True, True]
+    assert summary["final_val_acc"] == pytest.approx(float(rows[-1]["val_acc"])) and summary["best_epoch"] in (2, 3)
+    assert not math.isnan(summary["final_val_acc"])
+    for bad in (["sched.name=plateau"], ["train.early_stopping.patience=2"]):
+        with pytest.raises(ConfigError, match="'train.val_every': got 2, expected 1 when sched.name is plateau"):
+            config_from_dict(to_dict(cfg_with("train.val_every=2", *bad)))

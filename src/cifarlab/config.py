@@ -134,6 +134,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     test_weights: Literal["last", "best"] = "last"  # weights evaluated on the test set at the end
     log_every: int = 20  # steps between progress-bar refreshes (each one syncs the device)
+    val_every: int = 1  # validate every N epochs and after the last (short runs with TTA: validation is costly)
     grad_accum_steps: int = 1  # micro-batches of batch_size per optimizer step (effective batch = product)
     ema_decay: float = 0.0  # EMA of weights and BN buffers, used for validation/test; 0 disables
     swa_start_epoch: int | None = None  # SWA: average the weights at the end of this epoch (1-based) and later ones
@@ -399,6 +400,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "0 <= decay < 1 (0 disables)")
     need(t.swa_start_epoch is None or 1 <= t.swa_start_epoch <= t.epochs, "train.swa_start_epoch",
          t.swa_start_epoch, f"null or 1..train.epochs ({t.epochs})")
+    need(t.val_every >= 1, "train.val_every", t.val_every, ">= 1")
+    need(t.val_every == 1 or (s.name != "plateau" and t.early_stopping.patience == 0), "train.val_every",
+         t.val_every, "1 when sched.name is plateau or early stopping is on (they read every epoch's validation)")
     need(t.swa_lr is None or t.swa_lr > 0, "train.swa_lr", t.swa_lr, "null or a learning rate > 0")
     need(t.swa_lr is None or t.swa_start_epoch is not None, "train.swa_lr", t.swa_lr,
          "null unless train.swa_start_epoch is set")

@@ -472,7 +472,8 @@ class Trainer:
                     self.status = "diverged"
                     self.diverged_reason = str(exc)
                     break
-                if len(self.val_x):
+                validate = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
+                if len(self.val_x) and validate:
                     val = self._evaluate(self._eval_model(), self.val_x, self.val_y)
                     row.update(val_loss=val.loss, val_acc=val.acc)
                     if cfg.sched.name == "plateau":
@@ -484,11 +485,11 @@ class Trainer:
                 self.epoch += 1
                 self.train_seconds += row["seconds"]
                 self.history.append(row)
-                if len(self.val_x) and self._improved(row):
+                if len(self.val_x) and validate and self._improved(row):
                     self.best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
                     self.bad_epochs = 0
                     save_checkpoint(ckpt_dir / "best.pt", self._state())
-                elif len(self.val_x):
+                elif len(self.val_x) and validate:
                     self.bad_epochs += 1
                 patience = cfg.train.early_stopping.patience
                 if patience and self.bad_epochs >= patience:
