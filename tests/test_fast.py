@@ -361,5 +361,5 @@ def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path) -> None:
     assert summary["final_val_acc"] == pytest.approx(float(rows[-1]["val_acc"])) and summary["best_epoch"] in (2, 3)
     assert not math.isnan(summary["final_val_acc"])
     for bad in (["sched.name=plateau"], ["train.early_stopping.patience=2"]):
-        with pytest.raises(ConfigError, match="'train.val_every': got 2, expected 1 when sched.name is plateau"):
+        with pytest.raises(ConfigError, match=r"'train\.val_every': got 2, expected 1 when sched\.name is plateau"):
             config_from_dict(to_dict(cfg_with("train.val_every=2", *bad)))
