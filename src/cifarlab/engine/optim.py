@@ -35,7 +35,7 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     """
     listed = getattr(model, "weight_group_params", None)
     as_weights = {id(p) for p in listed()} if listed is not None else set()
-    params = [p for p in model.parameters() if p.requires_grad or id(p) in as_weights]
+    params = [p for p in model.parameters() if p.requires_grad]
     weights = [p for p in params if p.ndim > 1 or id(p) in as_weights]
     return weights, [p for p in params if p.ndim <= 1 and id(p) not in as_weights]
 

@@ -472,8 +472,9 @@ class Trainer:
                     self.status = "diverged"
                     self.diverged_reason = str(exc)
                     break
-                validate = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
-                if len(self.val_x) and validate:
+                validate = len(self.val_x) > 0 and (
+                    (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs)
+                if validate:
                     val = self._evaluate(self._eval_model(), self.val_x, self.val_y)
                     row.update(val_loss=val.loss, val_acc=val.acc)
                     if cfg.sched.name == "plateau":
@@ -485,11 +486,11 @@ class Trainer:
                 self.epoch += 1
                 self.train_seconds += row["seconds"]
                 self.history.append(row)
-                if len(self.val_x) and validate and self._improved(row):
+                if validate and self._improved(row):
                     self.best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
                     self.bad_epochs = 0
                     save_checkpoint(ckpt_dir / "best.pt", self._state())
-                elif len(self.val_x) and validate:
+                elif validate:
                     self.bad_epochs += 1
                 patience = cfg.train.early_stopping.patience
                 if patience and self.bad_epochs >= patience:
