@@ -1,0 +1,96 @@
+"""How to combine the 6 TTA views: cifarlab's mean of softmax probabilities vs airbench94's weighted logits.
+
+For every finished run of a sweep that kept a validation split, the 6 `flip_shift` views of each validation
+image are scored once by the run's saved weights, then combined four ways (paired: same weights, same views):
+  softmax_eq   mean of softmax probabilities, equal weights (what `train.tta` does)
+  logit_eq     mean of logits, equal weights
+  softmax_air  softmax probabilities weighted 1/4 (unshifted pair) and 1/8 (each shifted view), as airbench94
+  logit_air    logits with those weights (airbench94's own combination)
+Read on the validation split, never the test set: this is a choice of method.
+
+    python benchmarks/tta_combine.py /tmp/abl/fast_ablations-quick --data-dir ../shared/datasets
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import torch
+
+from cifarlab.config import config_from_dict
+from cifarlab.data import load_cifar10, make_splits
+from cifarlab.engine.checkpoint import load_checkpoint
+from cifarlab.engine.trainer import build_augment, build_model
+from cifarlab.engine.tta import tta_views
+
+# View order of tta_views("flip_shift"): image, mirror, then the (+s,+s) and (-s,-s) shifts, each with its mirror.
+AIRBENCH_WEIGHTS = torch.tensor([1 / 4, 1 / 4, 1 / 8, 1 / 8, 1 / 8, 1 / 8]).view(6, 1, 1)
+
+
+@torch.no_grad()
+def view_logits(run: Path, data_dir: str | None, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(6, N, K) float logits of the run's last weights on its validation split, and the (N,) labels."""
+    state = load_checkpoint(run / "checkpoints" / "last.pt", map_location="cpu")
+    cfg = config_from_dict(state["config"])
+    d = cfg.data
+    if "data" not in cache:
+        cache["data"] = load_cifar10(data_dir or d.dir)
+    splits = make_splits(cache["data"], val_size=d.val_size, subset=d.subset, test_subset=d.test_subset,
+                         seed=d.split_seed)
+    if len(splits.val_y) == 0:
+        raise SystemExit(f"{run}: the run kept no validation split (data.val_size 0); nothing to compare on")
+    model = build_model(cfg, torch.device("cpu"))
+    averaged = state.get("eval_model")
+    model.load_state_dict(averaged if averaged is not None else state["model"])
+    model.eval()
+    augment = build_augment(cfg)
+    chunks = []
+    for start in range(0, len(splits.val_y), cfg.train.eval_batch_size):
+        views = tta_views(splits.val_x[start : start + cfg.train.eval_batch_size], "flip_shift",
+                          cfg.train.tta_shift, augment.pad_mode)
+        chunks.append(torch.stack([model(augment.eval(v)).float() for v in views]))
+    return torch.cat(chunks, dim=1), splits.val_y
+
+
+def combined_accuracies(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def acc(scores: torch.Tensor) -> float:
+        return 100.0 * (scores.argmax(1) == labels).double().mean().item()
+
+    probs = logits.softmax(dim=2)
+    return {
+        "single_view": acc(logits[0]),
+        "softmax_eq": acc(probs.mean(0)),
+        "logit_eq": acc(logits.mean(0)),
+        "softmax_air": acc((probs * AIRBENCH_WEIGHTS).sum(0)),
+        "logit_air": acc((logits * AIRBENCH_WEIGHTS).sum(0)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a sweep output directory (variant/seedN/checkpoints/last.pt)")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+
+    runs = sorted(p.parent.parent for p in args.sweep_dir.glob("*/seed*/checkpoints/last.pt"))
+    if not runs:
+        raise SystemExit(f"no finished runs under {args.sweep_dir} (expected */seed*/checkpoints/last.pt)")
+    cache: dict = {}
+    rows = []
+    for run in runs:
+        row = combined_accuracies(*view_logits(run, args.data_dir, cache))
+        rows.append(row)
+        print(f"{run.parent.name}/{run.name}: " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
+
+    print(f"\nvalidation accuracy (%) over {len(rows)} runs; differences paired with softmax_eq (cifarlab's):")
+    for key in rows[0]:
+        diffs = [r[key] - r["softmax_eq"] for r in rows]
+        spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+        print(f"  {key:12s} mean {statistics.mean(r[key] for r in rows):6.2f}   diff {statistics.mean(diffs):+.3f} "
+              f"(sd {spread:.3f}; higher in {sum(x > 0 for x in diffs)}, lower in {sum(x < 0 for x in diffs)})")
+
+
+if __name__ == "__main__":
+    main()
