@@ -19,10 +19,8 @@ from pathlib import Path
 
 import torch
 
-from cifarlab.config import config_from_dict
-from cifarlab.data import load_cifar10, make_splits
-from cifarlab.engine.checkpoint import load_checkpoint
-from cifarlab.engine.trainer import build_augment, build_model
+from cifarlab.analysis.explain.runs import load_run, load_splits
+from cifarlab.data import load_cifar10
 from cifarlab.engine.tta import tta_views
 
 # View order of tta_views("flip_shift"): image, mirror, then the (+s,+s) and (-s,-s) shifts, each with its mirror.
@@ -30,27 +28,19 @@ AIRBENCH_WEIGHTS = torch.tensor([1 / 4, 1 / 4, 1 / 8, 1 / 8, 1 / 8, 1 / 8]).view
 
 
 @torch.no_grad()
-def view_logits(run: Path, data_dir: str | None, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(6, N, K) float logits of the run's last weights on its validation split, and the (N,) labels."""
-    state = load_checkpoint(run / "checkpoints" / "last.pt", map_location="cpu")
-    cfg = config_from_dict(state["config"])
-    d = cfg.data
+def view_logits(run_dir: Path, data_dir: str | None, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(6, N, K) float logits of the run's evaluated weights on its validation split, and the (N,) labels."""
+    run = load_run(run_dir, "last", "cpu")  # the same rebuild as `cifarlab eval` / `explain`
     if "data" not in cache:
-        cache["data"] = load_cifar10(data_dir or d.dir)
-    splits = make_splits(cache["data"], val_size=d.val_size, subset=d.subset, test_subset=d.test_subset,
-                         seed=d.split_seed)
+        cache["data"] = load_cifar10(data_dir or run.cfg.data.dir)
+    splits = load_splits(run.cfg, data=cache["data"])
     if len(splits.val_y) == 0:
-        raise SystemExit(f"{run}: the run kept no validation split (data.val_size 0); nothing to compare on")
-    model = build_model(cfg, torch.device("cpu"))
-    averaged = state.get("eval_model")
-    model.load_state_dict(averaged if averaged is not None else state["model"])
-    model.eval()
-    augment = build_augment(cfg)
-    chunks = []
-    for start in range(0, len(splits.val_y), cfg.train.eval_batch_size):
-        views = tta_views(splits.val_x[start : start + cfg.train.eval_batch_size], "flip_shift",
-                          cfg.train.tta_shift, augment.pad_mode)
-        chunks.append(torch.stack([model(augment.eval(v)).float() for v in views]))
+        raise SystemExit(f"{run_dir}: the run kept no validation split (data.val_size 0); nothing to compare on")
+    batch, chunks = run.cfg.train.eval_batch_size, []
+    for start in range(0, len(splits.val_y), batch):
+        views = tta_views(splits.val_x[start : start + batch], "flip_shift", run.cfg.train.tta_shift,
+                          run.augment.pad_mode)
+        chunks.append(torch.stack([run.model(run.augment.eval(v)).float() for v in views]))
     return torch.cat(chunks, dim=1), splits.val_y
 
 
