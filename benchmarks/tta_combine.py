@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from cifarlab.analysis.explain.runs import load_run, load_splits
-from cifarlab.data import load_cifar10
+from cifarlab.analysis.explain.runs import LoadedRun, load_run, load_splits
+from cifarlab.data import Splits, load_cifar10
 from cifarlab.engine.tta import tta_views
 
 # View order of tta_views("flip_shift"): image, mirror, then the (+s,+s) and (-s,-s) shifts, each with its mirror.
@@ -28,20 +28,14 @@ AIRBENCH_WEIGHTS = torch.tensor([1 / 4, 1 / 4, 1 / 8, 1 / 8, 1 / 8, 1 / 8]).view
 
 
 @torch.no_grad()
-def view_logits(run_dir: Path, data_dir: str | None, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(6, N, K) float logits of the run's evaluated weights on its validation split, and the (N,) labels."""
-    run = load_run(run_dir, "last", "cpu")  # the same rebuild as `cifarlab eval` / `explain`
-    if "data" not in cache:
-        cache["data"] = load_cifar10(data_dir or run.cfg.data.dir)
-    splits = load_splits(run.cfg, data=cache["data"])
-    if len(splits.val_y) == 0:
-        raise SystemExit(f"{run_dir}: the run kept no validation split (data.val_size 0); nothing to compare on")
+def view_logits(run: LoadedRun, splits: Splits) -> torch.Tensor:
+    """(6, N, K) float logits of the run's evaluated weights on the 6 views of each validation image."""
     batch, chunks = run.cfg.train.eval_batch_size, []
     for start in range(0, len(splits.val_y), batch):
         views = tta_views(splits.val_x[start : start + batch], "flip_shift", run.cfg.train.tta_shift,
                           run.augment.pad_mode)
         chunks.append(torch.stack([run.model(run.augment.eval(v)).float() for v in views]))
-    return torch.cat(chunks, dim=1), splits.val_y
+    return torch.cat(chunks, dim=1)
 
 
 def combined_accuracies(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -67,12 +61,18 @@ def main() -> None:
     runs = sorted(p.parent.parent for p in args.sweep_dir.glob("*/seed*/checkpoints/last.pt"))
     if not runs:
         raise SystemExit(f"no finished runs under {args.sweep_dir} (expected */seed*/checkpoints/last.pt)")
-    cache: dict = {}
-    rows = []
-    for run in runs:
-        row = combined_accuracies(*view_logits(run, args.data_dir, cache))
+    data, rows = None, []
+    for run_dir in runs:
+        run = load_run(run_dir, "last", "cpu")  # the same rebuild as `cifarlab eval` / `explain`
+        if data is None:  # decoded once: every run of a sweep reads the same archive
+            data = load_cifar10(args.data_dir or run.cfg.data.dir)
+        splits = load_splits(run.cfg, data=data)
+        if len(splits.val_y) == 0:
+            raise SystemExit(f"{run_dir}: the run kept no validation split (data.val_size 0); nothing to compare on")
+        row = combined_accuracies(view_logits(run, splits), splits.val_y)
         rows.append(row)
-        print(f"{run.parent.name}/{run.name}: " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
+        print(f"{run_dir.parent.name}/{run_dir.name}: " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()),
+              flush=True)
 
     print(f"\nvalidation accuracy (%) over {len(rows)} runs; differences paired with softmax_eq (cifarlab's):")
     for key in rows[0]:
