@@ -49,6 +49,7 @@ def train_interrupted_then_resumed(cfg: RunConfig, run_dir, data: CifarArrays, a
     """Train until a KeyboardInterrupt at the end of ``after_epoch``, then ``--resume``; the resumed summary."""
     import pytest
 
+    from cifarlab.engine.callbacks import EpochEndFunction
     from cifarlab.engine.trainer import train
 
     def interrupt(epoch: int, row: dict) -> None:
@@ -56,6 +57,6 @@ def train_interrupted_then_resumed(cfg: RunConfig, run_dir, data: CifarArrays, a
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, run_dir, data=data, progress=False, on_epoch_end=interrupt)
+        train(cfg, run_dir, data=data, progress=False, callbacks=[EpochEndFunction(interrupt)])
     assert not (run_dir / "summary.json").exists()
     return train(cfg, run_dir, resume=True, data=data, progress=False)

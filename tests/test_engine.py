@@ -134,7 +134,7 @@ def test_early_stopping_and_best_weights(tmp_path, data):
 
 
 def evaluate_checkpoint_on(run_dir, weights, data, monkeypatch=None):
-    import cifarlab.engine.evaluate as ev
+    import cifarlab.engine.build as ev
 
     original = ev.load_cifar10
     ev.load_cifar10 = lambda *a, **k: data
@@ -152,7 +152,7 @@ def test_eval_matches_final_test_accuracy(tmp_path, data):
 def test_eval_uses_ema_weights_and_tta_like_the_run(tmp_path, data):
     summary = train(cfg_with("train.epochs=2", "train.ema_decay=0.9", "train.tta=flip"), tmp_path / "r",
                     data=data, progress=False)
-    assert summary["test_averaged"] == "ema" and summary["tta"] == "flip"
+    assert summary["averaged"] == "ema" and summary["tta"] == "flip"
     assert evaluate_checkpoint_on(tmp_path / "r", "last", data) == pytest.approx(summary["test_acc"])
 
 

@@ -34,7 +34,8 @@ from cifarlab.analysis.explain.surface import (
     loss_grid,
     loss_line,
 )
-from cifarlab.engine.trainer import Trainer, train, unwrap
+from cifarlab.engine.build import unwrap
+from cifarlab.engine.trainer import Trainer, train
 from cifarlab.errors import CheckpointError, CifarlabError, ConfigError
 from cifarlab.models import create
 from cifarlab.report.build import build_report
@@ -234,7 +235,7 @@ def test_interpolation_endpoints_are_the_two_models():
 def test_rebuilt_init_is_the_runs_real_init(tmp_path, data):
     cfg = cfg_with("train.seed=5")
     trainer = Trainer(cfg, tmp_path / "run", data=data, progress=False)
-    trainer._setup()  # seeds and builds the model exactly as a run starts
+    trainer.setup()  # seeds and builds the model exactly as a run starts
     real = unwrap(trainer.model).state_dict()
     rng = torch.get_rng_state()
     rebuilt = initial_state(cfg, torch.device("cpu"))

@@ -205,7 +205,7 @@ def test_fast_presets_resolve_and_a_tiny_fast_net_learns(tmp_path) -> None:
     assert summary["test_acc"] > 0.5  # chance is 0.1
     # TTA's contribution is read off the same weights: the no-TTA numbers are a single-view evaluation of them.
     from cifarlab.analysis.explain.runs import load_run
-    from cifarlab.engine.trainer import evaluate
+    from cifarlab.engine.evaluate import evaluate
 
     run = load_run(tmp_path / "fast")
     test_x, test_y = data.test_x, data.test_y
@@ -331,16 +331,16 @@ def test_whitening_bias_airbench_treatment(tmp_path) -> None:
 
 
 def test_trainer_ramps_lookahead_over_the_whole_run(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    import cifarlab.engine.trainer as trainer_module
+    import cifarlab.engine.build as build_module
 
     built = []
-    real = trainer_module.build_optimizer
+    real = build_module.build_optimizer
 
     def spy(model, cfg, total_steps=0):
         built.append(real(model, cfg, total_steps))
         return built[-1]
 
-    monkeypatch.setattr(trainer_module, "build_optimizer", spy)
+    monkeypatch.setattr(build_module, "build_optimizer", spy)
     cfg = cfg_with("train.epochs=3", "train.batch_size=100", "data.val_size=100", "optim.lookahead_k=5",
                    "optim.lookahead_ramp=true", "optim.lookahead_alpha=0.3")
     train(cfg, tmp_path / "la", data=synthetic_cifar(300, 50), progress=False)

@@ -16,12 +16,12 @@ from torch import nn
 from cifarlab.config import load_config
 from cifarlab.data.augment import BatchAugment
 from cifarlab.engine.averaging import EMA, SWA, update_bn
+from cifarlab.engine.evaluate import evaluate
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.mixing import BatchMixer, cutmix, cutmix_box, mixup
 from cifarlab.engine.optim import Lookahead, build_optimizer, build_regularizer
 from cifarlab.engine.schedules import LRSchedule
 from cifarlab.engine.scratch_optim import ScratchSGD, Signum
-from cifarlab.engine.trainer import evaluate
 from cifarlab.engine.tta import tta_probs, tta_views
 from cifarlab.errors import ConfigError
 

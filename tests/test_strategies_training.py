@@ -12,9 +12,12 @@ import torch
 
 from cifarlab import cli
 from cifarlab.data import make_splits
-from cifarlab.engine import trainer as trainer_module
+from cifarlab.engine import build as build_module
+from cifarlab.engine.build import build_augment, build_model
+from cifarlab.engine.callbacks import EpochEndFunction
 from cifarlab.engine.checkpoint import load_checkpoint
-from cifarlab.engine.trainer import build_augment, build_model, evaluate, train
+from cifarlab.engine.evaluate import evaluate
+from cifarlab.engine.trainer import train
 from synthetic import TINY, cfg_with, synthetic_cifar, train_interrupted_then_resumed
 
 
@@ -59,7 +62,7 @@ def test_resume_with_ema_lookahead_plateau_mixup_equals_uninterrupted(tmp_path, 
         assert resumed[key] == full[key], key
     sf = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     sr = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
-    for part in ("model", "eval_model"):
+    for part in ("model", "averaged"):
         assert all(torch.equal(sf[part][k], sr[part][k]) for k in sf[part]), part
     assert sf["schedule"] == sr["schedule"] and sf["optimizer"]["lookahead_steps"] == 30
     steps = read_rows(tmp_path / "full" / "steps.csv")
@@ -67,7 +70,7 @@ def test_resume_with_ema_lookahead_plateau_mixup_equals_uninterrupted(tmp_path, 
     assert read_rows(tmp_path / "part" / "epochs.csv") == read_rows(tmp_path / "full" / "epochs.csv")
     # epoch 1 sets the best loss, epoch 2 misses the 90 % drop: the LR of epoch 3 is halved (restored on resume)
     assert [float(steps[i]["lr"]) for i in (0, 10, 20)] == [0.05, 0.05, 0.025]
-    assert full["test_averaged"] == "ema" and full["tta"] == "flip"
+    assert full["averaged"] == "ema" and full["tta"] == "flip"
 
 
 def test_validation_uses_ema_weights(tmp_path, data):
@@ -78,12 +81,12 @@ def test_validation_uses_ema_weights(tmp_path, data):
     model = build_model(cfg, torch.device("cpu"))
     rows = read_rows(tmp_path / "r" / "epochs.csv")
     results = {}
-    for part in ("eval_model", "model"):
+    for part in ("averaged", "model"):
         model.load_state_dict(state[part])
         results[part] = evaluate(model, splits.val_x, splits.val_y, build_augment(cfg), torch.nn.CrossEntropyLoss(),
                                  100)
-    assert results["eval_model"].loss == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-5)
-    assert results["model"].loss != pytest.approx(results["eval_model"].loss, rel=1e-3)
+    assert results["averaged"].loss == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-5)
+    assert results["model"].loss != pytest.approx(results["averaged"].loss, rel=1e-3)
 
 
 def test_swa_averages_epoch_end_weights_at_swa_lr(tmp_path, data):
@@ -93,15 +96,15 @@ def test_swa_averages_epoch_end_weights_at_swa_lr(tmp_path, data):
     def grab(epoch, row):
         snapshots.append(load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["model"])
 
-    summary = train(cfg, tmp_path / "r", data=data, progress=False, on_epoch_end=grab)
-    assert summary["swa_epochs_averaged"] == 2 and summary["test_averaged"] == "swa"
+    summary = train(cfg, tmp_path / "r", data=data, progress=False, callbacks=[EpochEndFunction(grab)])
+    assert summary["swa_epochs_averaged"] == 2 and summary["averaged"] == "swa"
     assert summary["swa_val_acc"] > 0.5 and summary["test_acc"] > 0.5
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     swa = state["swa"]["module"]
     for name, value in swa.items():
         if name.endswith(("weight", "bias")) and "running" not in name:
             torch.testing.assert_close(value, (snapshots[2][name] + snapshots[3][name]) / 2, rtol=1e-5, atol=1e-6)
-    assert all(torch.equal(state["eval_model"][k], swa[k]) for k in swa)  # BN-updated average kept for eval
+    assert all(torch.equal(state["averaged"][k], swa[k]) for k in swa)  # BN-updated average kept for eval
     lrs = [float(r["lr"]) for r in read_rows(tmp_path / "r" / "steps.csv")]
     assert lrs[20:] == [0.01] * 20 and lrs[19] != 0.01  # swa_lr from epoch 3 on
 
@@ -132,7 +135,7 @@ def test_strategy_combinations_learn(tmp_path, data, overrides):
 
 
 def test_divergence_exits_3_from_the_cli(tmp_path, data, monkeypatch, capsys):
-    monkeypatch.setattr(trainer_module, "load_cifar10", lambda *a, **k: data)
+    monkeypatch.setattr(build_module, "load_cifar10", lambda *a, **k: data)
     code = cli.main(["train", *TINY, "train.epochs=2", "model.options.norm=none", "optim.lr=1e8",
                      "optim.weight_decay=0", "sched.name=constant", "train.log_every=2", "train.device=cpu",
                      "--out", str(tmp_path), "--name", "boom", "--quiet"])

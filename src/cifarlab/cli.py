@@ -76,7 +76,8 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cifarlab.config import config_from_dict, deep_merge, parse_override, to_dict
-    from cifarlab.engine.trainer import Trainer, default_run_name, load_run_config
+    from cifarlab.engine.rundir import default_run_name, load_run_config
+    from cifarlab.engine.trainer import Trainer
     from cifarlab.errors import ConfigError
 
     if args.resume:
@@ -113,8 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _tested_weights(summary: dict[str, Any]) -> str:
     """E.g. "last weights", "best weights, EMA, TTA flip": what exactly the test accuracy was measured on."""
     parts = [f"{summary.get('test_weights', '-')} weights"]
-    if summary.get("test_averaged"):
-        parts.append(str(summary["test_averaged"]).upper())
+    if summary.get("averaged"):
+        parts.append(str(summary["averaged"]).upper())
     if summary.get("tta") not in (None, "none"):
         parts.append(f"TTA {summary['tta']}")
     return ", ".join(parts)

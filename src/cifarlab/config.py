@@ -123,6 +123,7 @@ class EarlyStoppingConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 10
+    max_steps: int | None = None  # train this many optimizer steps instead of train.epochs (last epoch partial)
     batch_size: int = 128
     eval_batch_size: int = 1000
     seed: int = 0

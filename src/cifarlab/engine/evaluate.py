@@ -1,19 +1,81 @@
-"""`cifarlab eval`: test accuracy and per-class accuracy of a saved run or checkpoint."""
+"""The one evaluation: loss, accuracy, per-class accuracy and confusion of a model on uint8 images, and
+``cifarlab eval`` (the same on a saved run or checkpoint)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.config import config_from_dict
-from cifarlab.data import CLASSES, load_cifar10, make_splits
+from cifarlab.data import CLASSES, BatchAugment
+from cifarlab.engine.build import autocast_context, build_augment, build_model, load_splits
 from cifarlab.engine.checkpoint import load_checkpoint
 from cifarlab.engine.environment import resolve_device
-from cifarlab.engine.trainer import autocast_context, build_augment, build_model, evaluate
+from cifarlab.engine.tta import tta_probs
 from cifarlab.errors import CheckpointError
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    acc: float
+    per_class_acc: list[float]
+    confusion: list[list[int]]  # confusion[true][pred]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    augment: BatchAugment,
+    loss_fn: nn.Module,
+    batch_size: int,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+    num_classes: int = 10,
+    tta: str = "none",
+    tta_shift: int = 1,
+) -> EvalResult:
+    """Loss, accuracy, per-class accuracy and confusion matrix of ``model`` (eval mode) on uint8 images.
+
+    With ``tta`` other than "none" the prediction is the mean softmax over the views of engine/tta.py and the
+    loss is its negative log-likelihood (``loss_fn`` is then not used: it expects logits).
+    """
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), device=images.device, dtype=torch.float64)
+    confusion = torch.zeros(num_classes * num_classes, device=images.device, dtype=torch.int64)
+    for start in range(0, len(images), batch_size):
+        y = labels[start : start + batch_size]
+        if tta == "none":
+            x = augment.eval(images[start : start + batch_size])
+            with autocast():
+                logits = model(x)
+            total_loss += loss_fn(logits.float(), y).double() * len(y)
+        else:
+            probs = tta_probs(model, images[start : start + batch_size], augment, tta, tta_shift, autocast)
+            logits = probs.clamp_min(1e-12).log()  # log of the averaged distribution; argmax unchanged
+            total_loss += F.nll_loss(logits, y).double() * len(y)
+        pred = logits.argmax(1)
+        confusion += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
+    model.train(was_training)
+    conf = confusion.view(num_classes, num_classes).cpu()
+    n = max(len(images), 1)
+    per_class = (conf.diag().double() / conf.sum(1).clamp(min=1).double()).tolist()
+    return EvalResult(loss=float(total_loss) / n, acc=float(conf.diag().sum()) / n, per_class_acc=per_class,
+                      confusion=conf.tolist())
+
+
+def averaged_state(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The averaged (EMA/SWA) weights a checkpoint holds, or None (v1 checkpoints called them ``eval_model``)."""
+    return checkpoint.get("averaged", checkpoint.get("eval_model"))
 
 
 def resolve_checkpoint(target: str | Path, weights: str = "last") -> Path:
@@ -41,12 +103,10 @@ def evaluate_checkpoint(
     cfg = config_from_dict(state["config"])
     if data_dir is not None:
         cfg.data.dir = data_dir
-    data = load_cifar10(cfg.data.dir, download=cfg.data.download)
-    d = cfg.data
-    splits = make_splits(data, val_size=d.val_size, subset=d.subset, test_subset=d.test_subset, seed=d.split_seed)
+    splits, _ = load_splits(cfg)
     model = build_model(cfg, dev)
     # The weights the run itself evaluates: the EMA/SWA average when the run kept one, else the raw weights.
-    averaged = state.get("eval_model")
+    averaged = averaged_state(state)
     model.load_state_dict(averaged if averaged is not None else state["model"])
     result = evaluate(
         model, splits.test_x.to(dev), splits.test_y.to(dev), build_augment(cfg), nn.CrossEntropyLoss(),

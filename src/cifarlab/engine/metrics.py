@@ -14,7 +14,7 @@ from typing import Any
 
 from cifarlab.engine.checkpoint import atomic_write_text
 
-STEP_FIELDS = ("step", "epoch", "loss", "lr")
+STEP_FIELDS = ("step", "epoch", "loss", "acc", "lr")
 EPOCH_FIELDS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
 )

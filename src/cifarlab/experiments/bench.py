@@ -2,7 +2,7 @@
 
 Four measurements, each printed as it finishes and saved to ``bench.json``:
 
-1. **Engine overhead**: images/s of cifarlab's real training step (``Trainer._train_epoch``'s step loop:
+1. **Engine overhead**: images/s of cifarlab's real training step (``Trainer.train_epoch``'s step loop:
    uint8 gather, augmentation on the device, forward, backward, optimiser, LR schedule, on-device metrics) vs
    the bare forward/backward/step on one pre-made float batch, for the same model and batch size. The
    epoch's fixed cost outside the loop (shuffle, writing steps.csv) is reported apart, in ms per epoch.
@@ -111,14 +111,15 @@ def bench_config(preset: str, batch: int, steps: int) -> Any:
 
 def bench_model(name: str, preset: str, batch: int, data: CifarArrays, steps: int, rounds: int, workers: int,
                 log: Log) -> ModelBench:
+    from cifarlab.engine.build import build_model
     from cifarlab.engine.losses import build_loss
     from cifarlab.engine.optim import build_optimizer
-    from cifarlab.engine.trainer import Trainer, build_model
+    from cifarlab.engine.trainer import Trainer
 
     cfg = bench_config(preset, batch, steps)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp) / "run", data=data, progress=False)
-        trainer._setup()
+        trainer.setup()
         model, loss_fn = trainer.model, trainer.loss_fn
         x_fixed = trainer.augment.train(trainer.train_x[:batch], torch.Generator().manual_seed(0))
         y_fixed = trainer.train_y[:batch]
@@ -156,7 +157,7 @@ def bench_model(name: str, preset: str, batch: int, data: CifarArrays, steps: in
         for r in range(rounds):
             times["bare"].append(time_per_step(bare, steps))
             t0 = time.perf_counter()
-            row = trainer._train_epoch(r)
+            row = trainer.train_epoch(r)
             # Per step: the epoch's step loop (row["seconds"]); the rest of the call (shuffle, writing
             # steps.csv) is a per-epoch cost, reported apart: a real epoch has hundreds of steps, not a few.
             times["engine"].append(row["seconds"] / trainer.steps_per_epoch)

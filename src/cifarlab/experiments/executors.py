@@ -32,6 +32,7 @@ def execute_run(
 ) -> tuple[str, str | None]:
     """Train one run; return (status, one-line error or None). KeyboardInterrupt propagates (stops the sweep)."""
     from cifarlab.config import config_from_dict
+    from cifarlab.engine.callbacks import EpochEndFunction
     from cifarlab.engine.trainer import train
 
     try:
@@ -40,7 +41,8 @@ def execute_run(
             from cifarlab.data import load_cifar10
 
             data = load_cifar10(data_dir or cfg.data.dir, download=cfg.data.download, progress=False)
-        summary = train(cfg, run_dir, resume=resume, data=data, progress=progress, on_epoch_end=on_epoch_end)
+        callbacks = [EpochEndFunction(on_epoch_end)] if on_epoch_end is not None else []
+        summary = train(cfg, run_dir, resume=resume, data=data, progress=progress, callbacks=callbacks)
     except Exception as exc:  # any failure of one run is recorded; the sweep goes on with the others
         return "failed", _one_line(exc)
     return str(summary.get("status")), summary.get("error")

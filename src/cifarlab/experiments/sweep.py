@@ -32,13 +32,12 @@ import yaml
 
 from cifarlab.config import RunConfig, config_from_dict, deep_merge, preset_dict, read_yaml, to_dict
 from cifarlab.engine.checkpoint import atomic_write_json, atomic_write_text, atomic_write_yaml
+from cifarlab.engine.rundir import comparable
 from cifarlab.errors import CifarlabError, ConfigError
 
 SPEC_KEYS = ("name", "description", "base", "scale", "scales", "axes", "variants", "seeds", "reference")
 DONE = ("completed", "early_stopped")  # a run in one of these states is never re-run
 STATUS_FIELDS = ("variant", "seed", "run_dir", "status", "error")
-# Keys a run may change between its first start and its resumption (the trainer accepts these too).
-_MAY_DIFFER = (("train", "epochs"), ("train", "device"), ("train", "log_every"), ("data", "dir"))
 
 
 @dataclass
@@ -267,13 +266,6 @@ def sweep_dir_for(spec: SweepSpec, out: str | Path = "runs/sweeps") -> Path:
 # Run states and status files
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(config))
-    for section, key in _MAY_DIFFER:
-        out.get(section, {}).pop(key, None)
-    return out
-
-
 def run_state(run_dir: Path, config: dict[str, Any] | None = None) -> str:
     """``done``/``diverged`` (summary.json), ``resume`` (last.pt, no summary) or ``new``.
 
@@ -282,7 +274,7 @@ def run_state(run_dir: Path, config: dict[str, Any] | None = None) -> str:
     """
     if config is not None and (run_dir / "config.yaml").is_file():
         old = read_yaml(run_dir / "config.yaml")
-        if _comparable(old) != _comparable(config):
+        if comparable(old) != comparable(config):
             raise ConfigError(f"'{run_dir}' holds a run with a different config; the sweep spec changed since it "
                               "ran: use another --out or sweep name, or delete that folder")
     summary = run_dir / "summary.json"

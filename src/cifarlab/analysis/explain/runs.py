@@ -16,10 +16,10 @@ from torch import nn
 
 from cifarlab.config import RunConfig, config_from_dict
 from cifarlab.data import BatchAugment, CifarArrays, Splits, load_cifar10, make_splits
+from cifarlab.engine.build import build_augment, build_model
 from cifarlab.engine.checkpoint import load_checkpoint
 from cifarlab.engine.environment import resolve_device
-from cifarlab.engine.evaluate import resolve_checkpoint
-from cifarlab.engine.trainer import build_augment, build_model
+from cifarlab.engine.evaluate import averaged_state, resolve_checkpoint
 from cifarlab.errors import CheckpointError, CifarlabError, ConfigError
 
 
@@ -30,7 +30,7 @@ class LoadedRun:
     model: nn.Module  # eval mode, the weights the run evaluates (EMA/SWA average when it kept one)
     checkpoint: Path
     epoch: int
-    averaged: bool  # True: the checkpoint's ``eval_model`` (EMA/SWA) was loaded instead of the raw weights
+    averaged: bool  # True: the checkpoint's averaged (EMA/SWA) weights was loaded instead of the raw weights
     device: torch.device
     augment: BatchAugment
 
@@ -65,7 +65,7 @@ def device_from(name: str | None) -> torch.device:
 
 def eval_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The weights a run evaluates: the EMA/SWA average when it kept one, else the raw weights (as eval does)."""
-    averaged = state.get("eval_model")
+    averaged = averaged_state(state)
     return averaged if averaged is not None else state["model"]
 
 
@@ -79,7 +79,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "last", device: str | torch.
     model = build_model(cfg, dev)
     model.load_state_dict(eval_weights(state))
     model.eval()
-    return LoadedRun(path, cfg, model, ckpt, int(state.get("epoch", 0)), state.get("eval_model") is not None, dev,
+    return LoadedRun(path, cfg, model, ckpt, int(state.get("epoch", 0)), averaged_state(state) is not None, dev,
                      build_augment(cfg))
 
 

@@ -1,0 +1,148 @@
+"""The engine's instrumentation seam: callbacks that plug into the training loop without copying it.
+
+A ``Callback`` overrides any of the hooks below; the trainer calls them in list order. Hooks receive the
+trainer (read its public attributes: ``cfg``, ``model``, ``optimizer``, ``step``, ``epoch``, ``run_dir``,
+``device``) and, inside the step, a ``StepContext``. A callback that keeps state across epochs returns it from
+``state_dict()``: the trainer stores it in the run's checkpoint and hands it back through ``load_state_dict()``
+on ``--resume``, so an interrupted run resumes with the callback exactly where an uninterrupted one would be
+(the checkpoint is written at epoch ends: what a callback records inside an interrupted epoch is recomputed).
+
+A callback that measures must not perturb: leave the weights, ``.grad``, BN buffers, optimizer state and the
+RNG streams as they were (``analysis/bn_study/probes.py`` shows how: ``functional_call`` on copies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from cifarlab.engine.trainer import Trainer
+
+
+@dataclass
+class StepContext:
+    """One optimizer step as a hook sees it (with gradient accumulation: the last micro-batch)."""
+
+    step: int  # index of this optimizer step (0-based; the trainer's ``step`` counts completed steps)
+    epoch: int  # 0-based epoch
+    batch_index: int  # step within the epoch
+    x: torch.Tensor  # the model input (augmented, normalised)
+    y: torch.Tensor  # int64 labels
+    target: torch.Tensor  # what the loss saw: ``y`` or soft targets (mixup/cutmix)
+    logits: torch.Tensor
+    loss: torch.Tensor  # the data loss of the batch (detached after backward)
+
+
+class Callback:
+    """Base class: every hook does nothing. ``key`` names the callback's entry in a checkpoint."""
+
+    @property
+    def key(self) -> str:
+        return type(self).__name__
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_after_backward(self, trainer: Trainer, ctx: StepContext) -> None:
+        """Gradients of this step are in ``.grad``; the optimizer has not stepped yet."""
+
+    def on_step_end(self, trainer: Trainer, ctx: StepContext) -> None:
+        """The optimizer stepped: the model holds the new weights."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+        """``row`` is the epoch's metrics line (epochs.csv); called before the epoch's checkpoint is written."""
+
+    def on_checkpoint(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+        """The epoch's ``last`` checkpoint is on disk (a run interrupted from here on resumes after this epoch)."""
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        """``summary`` is about to be written to summary.json; a callback may add keys to it."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class CallbackList:
+    """Calls a hook on every callback in order; gathers and restores their states by key."""
+
+    def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
+        self.callbacks: list[Callback] = list(callbacks)
+        keys = [cb.key for cb in self.callbacks]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"callback keys must be unique, got {keys}")
+
+    def __iter__(self) -> Iterator[Callback]:
+        return iter(self.callbacks)
+
+    def call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        return {cb.key: cb.state_dict() for cb in self.callbacks}
+
+    def load_state_dict(self, states: dict[str, dict[str, Any]]) -> None:
+        for cb in self.callbacks:
+            if cb.key in states:
+                cb.load_state_dict(states[cb.key])
+
+
+class EpochEndFunction(Callback):
+    """Calls ``fn(epochs_completed, row)`` once each epoch is checkpointed (sweeps report progress with it)."""
+
+    def __init__(self, fn: Callable[[int, dict[str, Any]], None]) -> None:
+        self.fn = fn
+
+    def on_checkpoint(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+        self.fn(epoch + 1, row)
+
+
+class ModelEpochHook(Callback):
+    """Calls ``on_epoch_start(epoch)`` on a model that offers it (``models.protocol.EpochAware``: fast_net
+    freezes its whitening bias after a few epochs)."""
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        hook = getattr(trainer.raw_model, "on_epoch_start", None)
+        if hook is not None:
+            hook(epoch)
+
+
+class EarlyStopping(Callback):
+    """Stops the run after ``patience`` validated epochs without improvement (the trainer decides what
+    "improved" means from ``train.early_stopping``; it marks each validated row with ``improved``)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.bad_epochs = 0
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+        if "improved" not in row:
+            return
+        self.bad_epochs = 0 if row["improved"] else self.bad_epochs + 1
+        if self.bad_epochs >= self.patience:
+            trainer.status = "early_stopped"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+def default_callbacks(early_stopping_patience: int) -> Sequence[Callback]:
+    """What every run has: the model's own epoch hook, and early stopping when configured."""
+    cbs: list[Callback] = [ModelEpochHook()]
+    if early_stopping_patience > 0:
+        cbs.append(EarlyStopping(early_stopping_patience))
+    return cbs
+
+
+__all__ = ["Callback", "CallbackList", "EarlyStopping", "EpochEndFunction", "ModelEpochHook", "StepContext",
+           "default_callbacks"]
