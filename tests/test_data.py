@@ -6,6 +6,7 @@ Nothing here touches the network (downloads come from an http.server on 127.0.0.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -14,8 +15,9 @@ import socket
 import tarfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -255,7 +257,7 @@ def test_download_archive_function(tmp_path: Path, serve: Callable[[Path], str])
     dest = tmp_path / "out" / "a.tar.gz"
     assert download_archive(serve(served), dest, md5_of(served), progress=False) == dest
     assert dest.read_bytes() == served.read_bytes()
-    assert not dest.with_name("a.tar.gz.part").exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["a.tar.gz"]  # no .part (unique name) left
 
 
 def test_source_priority(tmp_path: Path, serve: Callable[[Path], str]) -> None:
@@ -310,7 +312,7 @@ def test_nothing_found_network_failure(tmp_path: Path) -> None:
     message = one_line(exc)
     assert f"CIFAR-10 not found in {data_dir}" in message
     assert f"download from {url} failed: " in message and "--data-dir" in message
-    assert list(data_dir.iterdir()) == []  # no archive, no .part
+    assert not data_dir.exists()  # no archive, no .part, not even the folder
 
 
 def test_missing_archive_path(tmp_path: Path) -> None:
@@ -327,16 +329,28 @@ def test_md5_mismatch_leaves_nothing(tmp_path: Path, serve: Callable[[Path], str
         load(data_dir, tmp_path / "cache", download=True, url=url, md5="0" * 32)
     message = one_line(exc)
     assert url in message and "0" * 32 in message and md5_of(served) in message
-    assert list(data_dir.iterdir()) == []
+    assert not data_dir.exists()  # the folder created for the download is removed again
 
 
-@pytest.mark.parametrize("cut", ["half", "garbage"])
-def test_truncated_or_corrupt_archive(tmp_path: Path, cut: str) -> None:
+def test_truncated_archive_of_the_user(tmp_path: Path) -> None:
+    """A truncated archive cifarlab did not download: say so, but do not tell the user to delete it."""
     archive = build_archive(tmp_path, tmp_path / "data" / "cifar-10-python.tar.gz")
     raw = archive.read_bytes()
-    archive.write_bytes(raw[: len(raw) // 2] if cut == "half" else b"this is not a tarball" * 50)
+    archive.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DataError) as exc:
         load(tmp_path / "data", tmp_path / "cache")
+    message = one_line(exc)
+    assert f"archive {archive.resolve()} is truncated or corrupt (" in message
+    assert "delete" not in message and "expected the official cifar-10-python.tar.gz" in message
+
+
+def test_truncated_archive_in_download_dir(tmp_path: Path) -> None:
+    """The archive in cifarlab's own download dir ($CIFARLAB_DATA here) may be deleted and fetched again."""
+    archive = build_archive(tmp_path, tmp_path / "env-data" / "cifar-10-python.tar.gz")
+    raw = archive.read_bytes()
+    archive.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError) as exc:
+        load_cifar10(download=False, cache_dir=tmp_path / "cache", expected_sizes=SIZES)
     message = one_line(exc)
     assert f"archive {archive.resolve()} is truncated or corrupt (" in message
     assert "delete it and download again" in message
@@ -522,6 +536,279 @@ def test_defaults_used_by_load(tmp_path: Path) -> None:
     data = load_cifar10(download=False, expected_sizes=SIZES)
     assert_content(data)
     assert len(cache_files(tmp_path / "env-cache")) == 1  # $CIFARLAB_CACHE
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Hostile inputs: odd data dirs, failed and concurrent downloads, files that are not ours, read-only folders
+
+
+def tree(root: Path) -> list[str]:
+    """Everything under ``root``, as relative paths: compared before/after to prove nothing was created."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def serve_raw() -> Iterator[Callable[..., str]]:
+    """serve_raw(body, declared=None, pause=0.0) -> URL that answers every GET with ``body`` in 4 pieces,
+    ``pause`` seconds apart, announcing ``declared`` bytes (default: the true length), then closes."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(body: bytes, declared: int | None = None, pause: float = 0.0) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body) if declared is None else declared))
+                self.end_headers()
+                step = max(1, -(-len(body) // 4))
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i : i + step])
+                    self.wfile.flush()
+                    time.sleep(pause)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def deny_writes_under(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` behave as read-only (EACCES on create/write-open/mkdir inside it), also for root."""
+    real_open, real_mkdir = os.open, os.mkdir
+    top = os.path.abspath(folder)
+
+    def inside(path: Any) -> bool:
+        p = os.path.abspath(os.fsdecode(path))
+        return p == top or p.startswith(top + os.sep)
+
+    def fake_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if inside(os.path.dirname(os.path.abspath(os.fsdecode(path)))):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+
+needs_non_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="runs as root, where file permissions are not enforced (the simulated variant covers it)",
+)
+
+
+@pytest.mark.parametrize("download", [True, False])
+@pytest.mark.parametrize("case", ["dev_null", "under_a_file", "deep_under_a_file"])
+def test_data_dir_that_cannot_be_a_folder(tmp_path: Path, case: str, download: bool) -> None:
+    """Issue row 2: --data-dir /dev/null or /etc/passwd/sub is one DataError line naming the path."""
+    blocker = Path("/dev/null") if case == "dev_null" else tmp_path / "passwd"
+    blocker.exists() or blocker.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    data_dir = {"dev_null": blocker, "under_a_file": blocker / "sub", "deep_under_a_file": blocker / "a" / "b"}[case]
+    before = tree(tmp_path)
+    with pytest.raises(DataError) as exc:
+        load(data_dir, tmp_path / "cache", download=download, url=closed_port_url())
+    message = one_line(exc)
+    assert str(data_dir) in message and str(blocker) in message and "not a folder" in message
+    assert "expected" in message and "cifar-10-python.tar.gz" in message and "cifar-10-batches-py/" in message
+    assert tree(tmp_path) == before
+
+
+def test_download_archive_into_a_file_is_a_data_error(tmp_path: Path, serve: Callable[[Path], str]) -> None:
+    served = build_archive(tmp_path, tmp_path / "www" / "cifar.tar.gz")
+    (tmp_path / "passwd").write_text("x\n")
+    before = tree(tmp_path)
+    with pytest.raises(DataError) as exc:  # not NotADirectoryError from the cleanup
+        download_archive(serve(served), tmp_path / "passwd" / "sub" / "a.tar.gz", progress=False)
+    assert str(tmp_path / "passwd") in one_line(exc)
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("failure", ["closed_port", "http_404", "cut_mid_transfer", "md5_mismatch"])
+def test_failed_download_creates_nothing(
+    tmp_path: Path, serve: Callable[[Path], str], serve_raw: Callable[..., str], failure: str
+) -> None:
+    """Issue row 14: --data-dir /nonexistent/deep/dir and a failed download leave no folder behind."""
+    served = build_archive(tmp_path, tmp_path / "www" / "cifar.tar.gz")
+    body = served.read_bytes()
+    url, md5 = {
+        "closed_port": (closed_port_url(), None),
+        "http_404": (serve(served).replace("cifar.tar.gz", "missing.tar.gz"), None),
+        "cut_mid_transfer": (serve_raw(body[: len(body) // 2], declared=len(body)), None),
+        "md5_mismatch": (serve(served), "0" * 32),
+    }[failure]
+    data_dir = tmp_path / "nonexistent" / "deep" / "dir"
+    before = tree(tmp_path)
+    with pytest.raises(DataError) as exc:
+        load(data_dir, tmp_path / "cache", download=True, url=url, md5=md5)
+    assert str(data_dir) in one_line(exc) or url in one_line(exc)
+    assert tree(tmp_path) == before
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_failed_download_keeps_existing_folders(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "notes.txt").write_text("mine\n")
+    with pytest.raises(DataError, match=r"download from .* failed"):
+        load(data_dir, tmp_path / "cache", download=True, url=closed_port_url())
+    assert tree(data_dir) == ["notes.txt"]
+
+
+def test_concurrent_downloads_both_succeed(tmp_path: Path, serve_raw: Callable[..., str]) -> None:
+    """Issue row 15: two downloads of the archive at once (a slow server makes them overlap)."""
+    served = build_archive(tmp_path, tmp_path / "www" / "cifar.tar.gz")
+    url = serve_raw(served.read_bytes(), pause=0.15)
+    data_dir = tmp_path / "fresh" / "data"
+    barrier = threading.Barrier(2)
+    results: list[CifarArrays | None] = [None, None]
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[k] = load(data_dir, tmp_path / "cache", download=True, url=url, md5=md5_of(served))
+        except BaseException as exc:  # reported below, with its type
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    first, second = results
+    assert first is not None and second is not None
+    assert_content(first)
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(first, name), getattr(second, name))
+    dest = data_dir / "cifar-10-python.tar.gz"
+    assert tree(data_dir) == ["cifar-10-python.tar.gz"]  # no .part / temp files left
+    assert md5_of(dest) == md5_of(served)
+    assert load(data_dir, tmp_path / "cache2").source == f"archive {dest.resolve()}"  # complete and valid
+
+
+@pytest.mark.parametrize("case", ["text_file_given", "text_file_as_archive_name", "empty_file", "garbage_tar_gz"])
+def test_file_that_is_not_an_archive(tmp_path: Path, case: str) -> None:
+    """Issue row 17: a file that is not an archive is not ours; never advise deleting it."""
+    content = b"" if case == "empty_file" else b"hello, these are my notes\n" * 50
+    name = {"text_file_given": "notes.txt", "garbage_tar_gz": "mine.tar.gz"}.get(case, "cifar-10-python.tar.gz")
+    path = tmp_path / "data" / name
+    path.parent.mkdir()
+    path.write_bytes(content)
+    data_dir = path.parent if case in ("text_file_as_archive_name", "empty_file") else path
+    with pytest.raises(DataError) as exc:
+        load(data_dir, tmp_path / "cache", download=True, url=closed_port_url())
+    message = one_line(exc)
+    assert f"{path.resolve()} is not a CIFAR-10 archive" in message
+    assert "cifar-10-python.tar.gz" in message and "cifar-10-batches-py/" in message
+    assert "delete" not in message and "truncated" not in message
+    assert path.read_bytes() == content and tree(tmp_path / "data") == [name]
+
+
+def test_corrupt_folder_batch_does_not_advise_deleting_the_folder(tmp_path: Path) -> None:
+    folder = write_cifar(tmp_path / "data")
+    (folder / "test_batch").write_bytes(b"\x80\x02}q\x00(garbage")
+    with pytest.raises(DataError) as exc:
+        load(folder, tmp_path / "cache")
+    message = one_line(exc)
+    assert str(folder / "test_batch") in message and "truncated or corrupt" in message and "delete" not in message
+
+
+@pytest.mark.parametrize("target", ["folder_itself", "missing_subfolder"])
+def test_download_into_read_only_folder_simulated(
+    tmp_path: Path, serve: Callable[[Path], str], monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    served = build_archive(tmp_path, tmp_path / "www" / "cifar.tar.gz")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    data_dir = ro if target == "folder_itself" else ro / "new" / "sub"
+    before = tree(tmp_path)
+    deny_writes_under(monkeypatch, ro)
+    with pytest.raises(DataError) as exc:
+        load(data_dir, tmp_path / "cache", download=True, url=serve(served), md5=md5_of(served))
+    monkeypatch.undo()
+    message = one_line(exc)
+    assert "Permission denied" in message
+    assert str(ro if target == "folder_itself" else ro / "new") in message
+    assert tree(tmp_path) == before
+
+
+@needs_non_root
+def test_download_into_read_only_folder(tmp_path: Path, serve: Callable[[Path], str]) -> None:
+    served = build_archive(tmp_path, tmp_path / "www" / "cifar.tar.gz")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(DataError) as exc:
+            load(ro, tmp_path / "cache", download=True, url=serve(served), md5=md5_of(served))
+        message = one_line(exc)
+        assert str(ro) in message and "Permission denied" in message
+        assert tree(ro) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def assert_loads_without_cache(tmp_path: Path, cache_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_cifar(tmp_path / "data")
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a Python warning would print two lines (with the source line)
+        for _ in range(2):
+            data = load_cifar10(tmp_path / "data", download=False, progress=False, expected_sizes=SIZES)
+            assert data.source.startswith("folder ")
+            assert_content(data)
+            err = capsys.readouterr().err.splitlines()
+            assert len(err) == 1 and "cache" in err[0] and str(cache_path) in err[0], err
+
+
+@pytest.mark.parametrize("case", ["a_file", "under_a_file"])
+def test_unwritable_cache_dir_is_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder\n")
+    cache = blocker if case == "a_file" else blocker / "sub"
+    monkeypatch.setenv("CIFARLAB_CACHE", str(cache))
+    assert_loads_without_cache(tmp_path, cache, capsys)
+    assert blocker.read_text() == "not a folder\n"
+
+
+def test_read_only_cache_dir_simulated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "ro-cache"
+    cache.mkdir()
+    monkeypatch.setenv("CIFARLAB_CACHE", str(cache))
+    deny_writes_under(monkeypatch, cache)
+    assert_loads_without_cache(tmp_path, cache, capsys)
+    assert tree(cache) == []
+
+
+@needs_non_root
+def test_read_only_cache_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "ro-cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    monkeypatch.setenv("CIFARLAB_CACHE", str(cache))
+    try:
+        assert_loads_without_cache(tmp_path, cache, capsys)
+        assert tree(cache) == []
+    finally:
+        cache.chmod(0o755)
 
 
 # ----------------------------------------------------------------------------------------------------------

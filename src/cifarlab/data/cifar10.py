@@ -4,7 +4,9 @@ Sources are tried in this order (see :func:`load_cifar10`):
 
 1. an extracted ``cifar-10-batches-py/`` folder,
 2. a ``cifar-10-python.tar.gz`` archive (members are read straight from the tar stream, nothing is extracted),
-3. a download from the official URL (md5-checked, written atomically).
+3. a download from the official URL (md5-checked, streamed to a uniquely named temp file and renamed, so
+   concurrent downloads do not collide; folders are created only once the server answers and removed again
+   if the download fails).
 
 Local copies are checked by *structure* (members, keys, dtypes, shapes, label range, totals), not by md5,
 because re-packed copies are legitimate and have another checksum. The decoded uint8 tensors are cached as one
@@ -19,13 +21,16 @@ import hashlib
 import http.client
 import os
 import pickle
+import secrets
+import stat
+import sys
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-import warnings
 import zlib
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
@@ -61,6 +66,7 @@ IMAGE_SHAPE = (3, 32, 32)
 _ROW = 3 * 32 * 32  # one image as stored: R, G, B planes of 32x32, row-major
 _CACHE_FORMAT = 1  # bump when the cache file layout changes, so old files are not trusted
 _DOWNLOAD_TIMEOUT_S = 60
+_EXPECTED = f"expected the official {ARCHIVE_NAME}, an extracted {FOLDER_NAME}/ folder, or a folder holding either"
 
 
 @dataclass
@@ -110,64 +116,168 @@ class _DownloadFailed(DataError):
         self.reason = reason
 
 
+class _WriteFailed(DataError):
+    """The download arrived but cannot be stored (read-only folder, a file in the way, disk full...)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"cannot {what}: {reason}")
+
+
+# What the network side can raise: URLError and socket errors are OSErrors; ValueError for a malformed URL.
+_NETWORK_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException, ValueError)
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
     if isinstance(exc, urllib.error.URLError):
         return str(exc.reason)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def _kind(path: Path) -> str:
+    """"dir", "missing" or "other", from one stat (two checks could see a concurrent mkdir in between)."""
+    try:
+        return "dir" if stat.S_ISDIR(path.stat().st_mode) else "other"
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those this call created, outermost first."""
+    missing: list[Path] = []
+    p = folder
+    while (kind := _kind(p)) != "dir":
+        if kind == "other" or p == p.parent:  # a file (or device) where a folder must be
+            raise _WriteFailed(f"create folder {folder}", f"{p} is not a folder")
+        missing.append(p)
+        p = p.parent
+    created: list[Path] = []
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            if d.is_dir():  # made meanwhile by a concurrent download: not ours to remove
+                continue
+            _remove_dirs(created)
+            raise _WriteFailed(f"create folder {d}", "a file is in the way") from None
+        except OSError as exc:
+            _remove_dirs(created)
+            raise _WriteFailed(f"create folder {d}", _reason(exc)) from None
+        created.append(d)
+    return created
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    """Undo :func:`_make_dirs`, innermost first; a folder that is no longer empty (someone else's) stays."""
+    for d in reversed(created):
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
+
+
+def _open_part(dest: Path) -> tuple[list[Path], Path, BinaryIO]:
+    """Create the folder of ``dest`` if needed and a temp file next to it with a name no other download uses."""
+    created: list[Path] = []
+    for attempt in range(3):
+        created += _make_dirs(dest.parent)
+        part = dest.with_name(f"{dest.name}.{secrets.token_hex(6)}.part")
+        try:
+            # 0o666 & ~umask, like any new file (mkstemp would make the archive private to its owner).
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileNotFoundError:  # a failing concurrent download removed the folder it had just made
+            if attempt < 2:
+                continue
+            _remove_dirs(created)
+            raise _WriteFailed(f"create a file in {dest.parent}", "the folder keeps disappearing") from None
+        except OSError as exc:
+            _remove_dirs(created)
+            raise _WriteFailed(f"create a file in {dest.parent}", _reason(exc)) from None
+        return created, part, os.fdopen(fd, "wb")
+    raise AssertionError("unreachable")
 
 
 def download_archive(
     url: str, dest: str | Path, md5: str | None = CIFAR10_MD5, progress: bool | None = None
 ) -> Path:
-    """Download ``url`` to ``dest``, streamed through ``dest + ".part"`` and renamed only if its md5 matches.
+    """Download ``url`` to ``dest``, streamed through a uniquely named ``.part`` file next to it and renamed only
+    if its md5 matches (so concurrent downloads of the same archive both succeed).
 
     ``progress``: True/False forces the progress bar on/off; None shows it only on a terminal.
-    ``md5`` None skips the check (e.g. a trusted mirror of a re-packed copy). Raises DataError on network
-    failure or checksum mismatch; no partial file is left behind either way.
+    ``md5`` None skips the check (e.g. a trusted mirror of a re-packed copy). Missing folders of ``dest`` are
+    created only once the server answers. Raises DataError on network failure, checksum mismatch, or when the
+    file cannot be written; no partial file and no folder this call created is left behind either way.
     """
     dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
     digest = hashlib.md5()
+    created: list[Path] = []
+    part: Path | None = None
+    done = False
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp, open(part, "wb") as out:
+        try:
+            resp = urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S)
+        except _NETWORK_ERRORS as exc:
+            raise _DownloadFailed(url, _reason(exc)) from None
+        with resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             got = 0
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=f"downloading {dest.name}",
-                disable=None if progress is None else not progress,
-                leave=False,
-            ) as bar:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    got += len(chunk)
-                    bar.update(len(chunk))
+            created, part, out = _open_part(dest)
+            try:
+                with tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=f"downloading {dest.name}",
+                    disable=None if progress is None else not progress,
+                    leave=False,
+                ) as bar:
+                    while True:
+                        try:
+                            chunk = resp.read(1 << 20)
+                        except _NETWORK_ERRORS as exc:
+                            raise _DownloadFailed(url, _reason(exc)) from None
+                        if not chunk:
+                            break
+                        try:
+                            out.write(chunk)
+                        except OSError as exc:
+                            raise _WriteFailed(f"write into {dest.parent}", _reason(exc)) from None
+                        digest.update(chunk)
+                        got += len(chunk)
+                        bar.update(len(chunk))
+                try:
+                    out.flush()
+                except OSError as exc:
+                    raise _WriteFailed(f"write into {dest.parent}", _reason(exc)) from None
+            finally:
+                with suppress(OSError):  # flushed above: closing loses nothing
+                    out.close()
             # urllib does not always raise when the server closes early; a short file must not pass as "done".
             if total is not None and got != total:
-                raise OSError(f"connection closed after {got} of {total} bytes")
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        raise _DownloadFailed(url, _reason(exc)) from None
-    except BaseException:  # KeyboardInterrupt etc.: still do not leave a .part behind
-        part.unlink(missing_ok=True)
-        raise
-    actual = digest.hexdigest()
-    if md5 and actual != md5.lower():
-        part.unlink(missing_ok=True)
-        raise DataError(
-            f"download from {url} has md5 {actual}, expected {md5}; the file was deleted "
-            "(interrupted transfer or wrong URL?)"
-        )
-    os.replace(part, dest)  # atomic: a crash never leaves a half-written archive under the final name
-    return dest
+                raise _DownloadFailed(url, f"connection closed after {got} of {total} bytes")
+        actual = digest.hexdigest()
+        if md5 and actual != md5.lower():
+            raise DataError(
+                f"download from {url} has md5 {actual}, expected {md5}; the file was deleted "
+                "(interrupted transfer or wrong URL?)"
+            )
+        try:
+            os.replace(part, dest)  # atomic: a crash never leaves a half-written archive under the final name
+        except OSError as exc:
+            raise _WriteFailed(f"write {dest}", _reason(exc)) from None
+        done = True
+        return dest
+    finally:  # also on KeyboardInterrupt: no .part, and no folder this call made, is left behind
+        if not done:
+            if part is not None:
+                with suppress(OSError):
+                    part.unlink(missing_ok=True)
+            _remove_dirs(created)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -263,7 +373,7 @@ def _read_folder(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 obj = _unpickle(f)
         except _CORRUPT as exc:
             raise DataError(
-                f"file {path} is truncated or corrupt ({_short(exc)}); delete {folder} and download again"
+                f"file {path} is truncated or corrupt ({_short(exc)}); expected a batch of the official {ARCHIVE_NAME}"
             ) from None
         except OSError as exc:
             raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -281,7 +391,26 @@ def _tar_members(tf: tarfile.TarFile) -> Iterator[tuple[str, tarfile.TarInfo]]:
             yield base, member
 
 
-def _read_archive(archive: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+# How the formats tarfile's "r|*" reads begin: gzip, bzip2, xz; a plain tar has "ustar" at offset 257.
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def _check_is_archive(archive: Path) -> None:
+    """A file that is not even a compressed/tar file is someone else's file, not a damaged archive of ours."""
+    try:
+        with open(archive, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise DataError(f"cannot read archive {archive}: {exc.strerror or exc}") from None
+    if head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar":
+        return
+    what = "an empty file" if not head else "not a gzip, bzip2, xz or tar file"
+    raise DataError(f"{archive} is not a CIFAR-10 archive ({what}); {_EXPECTED}")
+
+
+def _read_archive(archive: Path, ours: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Decode the batches of ``archive``. ``ours``: cifarlab downloaded it, so deleting it is the right advice."""
+    _check_is_archive(archive)
     wanted = set(TRAIN_BATCHES + TEST_BATCHES)
     batches = {}
     try:
@@ -296,9 +425,8 @@ def _read_archive(archive: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 where = f"archive {archive} member {FOLDER_NAME}/{base}"
                 batches[base] = _check_batch(_unpickle(f), where)
     except _CORRUPT as exc:
-        raise DataError(
-            f"archive {archive} is truncated or corrupt ({_short(exc)}); delete it and download again"
-        ) from None
+        advice = "delete it and download again" if ours else f"expected the official {ARCHIVE_NAME}"
+        raise DataError(f"archive {archive} is truncated or corrupt ({_short(exc)}); {advice}") from None
     except OSError as exc:
         raise DataError(f"cannot read archive {archive}: {exc.strerror or exc}") from None
     missing = [n for n in TRAIN_BATCHES + TEST_BATCHES if n not in batches]
@@ -380,8 +508,14 @@ def _save_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
             torch.save(tensors, f)
         os.replace(tmp, path)
         tmp = None
-    except OSError as exc:  # a read-only or full cache dir only costs speed next time
-        warnings.warn(f"cifarlab: could not write the CIFAR-10 cache {path}: {exc}", stacklevel=3)
+    # A read-only, full or misplaced cache dir only costs speed next time: one line on stderr, not a Python
+    # warning (which prints its source line too). RuntimeError: torch's writer reports failed writes so.
+    except (OSError, RuntimeError) as exc:
+        reason = _reason(exc) if isinstance(exc, OSError) else _short(exc)
+        print(
+            f"cifarlab: warning: could not write the CIFAR-10 cache in {path.parent} ({reason}); continuing without it",
+            file=sys.stderr,
+        )
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -402,6 +536,43 @@ def _locate(data_dir: Path) -> tuple[str, Path] | None:
     if (data_dir / ARCHIVE_NAME).is_file():
         return "archive", data_dir / ARCHIVE_NAME
     return None
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    """Reject a data dir that exists as something other than a folder or archive, or lies under a file."""
+    try:
+        mode = data_dir.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:
+        raise DataError(f"cannot access data dir {data_dir}: {exc.strerror or exc}; {_EXPECTED}") from None
+    if mode is not None:
+        if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+            return
+        kind = next(
+            (name for test, name in _FILE_KINDS if test(mode)),
+            "special file",
+        )
+        raise DataError(f"data dir {data_dir} is a {kind}, not a folder; {_EXPECTED}")
+    for parent in data_dir.parents:
+        kind = _kind(parent)
+        if kind == "dir":
+            return
+        if kind == "other":
+            raise DataError(f"data dir {data_dir} cannot exist: {parent} is a file, not a folder; {_EXPECTED}")
+
+
+_FILE_KINDS = (
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISFIFO, "named pipe"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _is_download_location(path: Path) -> bool:
+    """Whether ``path`` is where cifarlab downloads the archive by default (so cifarlab put it there)."""
+    return path == (default_data_dir() / ARCHIVE_NAME).resolve()
 
 
 def load_cifar10(
@@ -425,6 +596,7 @@ def load_cifar10(
     found = _locate(data_dir)
     downloaded = ""
     if found is None:
+        _check_data_dir(data_dir)
         if data_dir.name.endswith((".tar.gz", ".tgz", ".tar")):
             raise DataError(f"archive {data_dir} does not exist; expected the CIFAR-10 python archive")
         looked = f"CIFAR-10 not found in {data_dir} (looked for {FOLDER_NAME}/ and {ARCHIVE_NAME})"
@@ -435,6 +607,8 @@ def load_cifar10(
             archive = download_archive(url, data_dir / ARCHIVE_NAME, md5=md5, progress=progress)
         except _DownloadFailed as exc:
             raise DataError(f"{looked} and download from {url} failed: {exc.reason}. {advice}") from None
+        except _WriteFailed as exc:
+            raise DataError(f"{looked} and the download cannot be saved: {exc}. {advice}") from None
         found = ("archive", archive)
         downloaded = f" (downloaded from {url})"
 
@@ -450,7 +624,10 @@ def load_cifar10(
     if tensors is not None:
         return CifarArrays(**tensors, source=f"cache {cache_file} (from {where})")
 
-    batches = _read_folder(path) if kind == "folder" else _read_archive(path)
+    if kind == "folder":
+        batches = _read_folder(path)
+    else:
+        batches = _read_archive(path, ours=bool(downloaded) or _is_download_location(path))
     tensors = _assemble(batches, f"{kind} {path}", expected_sizes)
     del batches
     _save_cache(cache_file, tensors)
