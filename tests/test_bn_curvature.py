@@ -18,8 +18,8 @@ from cifarlab.analysis.bn_study.curvature import (
     smoothed_density,
     top_eigenvalue,
 )
-from cifarlab.analysis.bn_study.noisy_bn import make_noisy_bn
 from cifarlab.analysis.bn_study.probes import loss_and_grads, named_trainable
+from cifarlab.models.noisy_bn import make_noisy_bn
 
 X0, Y0 = torch.zeros(1), torch.zeros(1)
 
@@ -156,7 +156,8 @@ def tiny_bn_net(dropout: bool = False) -> nn.Module:
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    state = {k: v.clone() for k, v in model.state_dict().items()}  # parameters and buffers (running stats, count)
+    # Parameters and buffers (running stats, count); noisy BN's extra state is its generators', compared below.
+    state = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
     state |= {f"grad:{n}": p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     private = [g.get_state() for m in model.modules() for g in getattr(m, "_generators", {}).values()]
     return state | {"rng": torch.get_rng_state()} | {f"gen{i}": s for i, s in enumerate(private)}

@@ -12,7 +12,10 @@ import torch
 from cifarlab.analysis.bn_study.cli import add_bn_study_parser, cmd_bn_study
 from cifarlab.analysis.bn_study.interpret import summarize, to_markdown
 from cifarlab.analysis.bn_study.settings import load_settings
-from cifarlab.analysis.bn_study.study import RunSpec, load_study_data, train_run
+from cifarlab.analysis.bn_study.study import RunSpec, Study, run_config, spec_callbacks
+from cifarlab.engine.callbacks import EpochEndFunction
+from cifarlab.engine.rundir import load_run_config
+from cifarlab.engine.trainer import train
 from cifarlab.errors import ConfigError
 
 TINY = ["data.synthetic=200", "width_mult=0.0625", "batch_size=32", "eval_batch_size=100", "train.steps=5",
@@ -54,16 +57,30 @@ def test_cli_bad_part_is_config_error(tmp_path: Path) -> None:
         cmd_bn_study(parse(["--out", str(tmp_path), "--parts", ","]))
 
 
-def test_driver_trajectory_unchanged_by_probes_and_ics() -> None:
-    s = load_settings("quick", overrides=TINY)
-    data = load_study_data(s, torch.device("cpu"))
-    plain = train_run(RunSpec("vgg_a_bn", "sgd", 0.1, 4, evaluate=False), s, data, torch.device("cpu"), lambda _: None)
-    probed = train_run(RunSpec("vgg_a_bn", "sgd", 0.1, 4, evaluate=False, probe_every=1, etas=(0.05, 0.4),
-                               ics_every=2, ics_layers=(2, 3)), s, data, torch.device("cpu"), lambda _: None)
-    assert len(probed["probes"]) == 4 and len(probed["ics"]) == 4
-    assert plain["step_loss"] == probed["step_loss"]
-    for k, v in plain["model_state"].items():
-        assert torch.equal(v, probed["model_state"][k]), k
+def _tiny(*extra: str):
+    s = load_settings("quick", overrides=[*TINY, *extra])
+    return s, Study(s, Path("."), log=lambda _: None)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def test_trajectory_unchanged_by_probe_and_ics_callbacks(tmp_path: Path) -> None:
+    s, study = _tiny()
+    plain = RunSpec("vgg_a_bn", "sgd", 0.1, 4)
+    probed = RunSpec("vgg_a_bn", "sgd", 0.1, 4, probe_every=1, etas=(0.05, 0.4), ics_every=2, ics_layers=(2, 3))
+    runs = {}
+    for spec in (plain, probed):
+        runs[spec] = train(run_config(spec, s), tmp_path / spec.name, data=study.data(), progress=False,
+                           callbacks=spec_callbacks(spec))
+    probes = json.loads((tmp_path / probed.name / "probes.json").read_text())["rows"]
+    ics = json.loads((tmp_path / probed.name / "ics.json").read_text())["rows"]
+    assert [p["step"] for p in probes] == [0, 1, 2, 3] and [r["step"] for r in ics] == [0, 0, 2, 2]
+    assert (tmp_path / plain.name / "steps.csv").read_text() == (tmp_path / probed.name / "steps.csv").read_text()
+    a, b = _weights(tmp_path / plain.name), _weights(tmp_path / probed.name)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert runs[plain]["test_acc"] == runs[probed]["test_acc"]
 
 
 def test_tiny_end_to_end_produces_every_file_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -129,62 +146,58 @@ class Interrupt(Exception):
 
 
 @pytest.mark.parametrize("spec", [
-    RunSpec("vgg_a_bn", "sgd", 0.1, 20, momentum=0.9, evaluate=True, probe_every=3, etas=(0.05, 0.4)),
+    RunSpec("vgg_a_bn", "sgd", 0.1, 20, momentum=0.9, probe_every=3, etas=(0.05, 0.4), ics_every=4,
+            ics_layers=(2,)),
     RunSpec("vgg_a_noisy_bn", "adam", 1e-3, 20, augment=True, noise=(0.5, 1.25, 0.1, 0.1)),
 ], ids=["sgd-probes", "adam-noisy-augment"])
 def test_interrupted_run_resumes_exactly(tmp_path: Path, spec: RunSpec) -> None:
-    s = load_settings("quick", overrides=[*TINY, "checkpoint_seconds=0"])
-    data = load_study_data(s, torch.device("cpu"))
-    cpu, quiet = torch.device("cpu"), (lambda _: None)
-    whole = train_run(spec, s, data, cpu, quiet)
-    ckpt = tmp_path / "run.partial.pt"
+    """Killed after epoch 2 and resumed: probes (callback state), curves, weights, BN statistics and the noise
+    generators' state (noisy BN's extra state) continue exactly as in an uninterrupted run."""
+    s, study = _tiny()
+    cfg = run_config(spec, s)
+    train(cfg, tmp_path / "whole", data=study.data(), progress=False, callbacks=spec_callbacks(spec))
 
-    def stop_after_two(epoch: int) -> None:
+    def stop_after_two(epoch: int, row: dict) -> None:
         if epoch == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):  # 160 training images / batch 32 = 5 steps per epoch: stopped at step 10
-        train_run(spec, s, data, cpu, quiet, checkpoint=ckpt, on_epoch_end=stop_after_two)
-    assert torch.load(ckpt, weights_only=True)["step"] == 10
-    lines: list[str] = []
-    resumed = train_run(spec, s, data, cpu, lines.append, checkpoint=ckpt)
-    assert any("resuming at step 10" in line for line in lines)
-    # Bit-identical continuation: losses, probes, epoch rows (without timings), final weights and BN stats.
-    assert resumed["step_loss"] == whole["step_loss"] and resumed["probes"] == whole["probes"]
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in whole["epochs"]]
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed["epochs"]] == strip
-    assert resumed.get("test_acc") == whole.get("test_acc")
-    for k, v in whole["model_state"].items():
-        assert torch.equal(v, resumed["model_state"][k]), k
-    # A checkpoint of other settings is not trusted: the run starts over (and still matches).
-    s_other = load_settings("quick", overrides=[*TINY, "checkpoint_seconds=0", "seed=1"])
-    lines.clear()
-    train_run(spec, s_other, data, cpu, lines.append, checkpoint=ckpt, on_epoch_end=lambda e: None)
-    assert any("belongs to other settings" in line for line in lines)
+        train(cfg, tmp_path / "cut", data=study.data(), progress=False,
+              callbacks=[*spec_callbacks(spec), EpochEndFunction(stop_after_two)])
+    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["step"] == 10
+    train(cfg, tmp_path / "cut", resume=True, data=study.data(), progress=False, callbacks=spec_callbacks(spec))
+    for name in ("steps.csv", "probes.json", "ics.json"):
+        whole, cut = tmp_path / "whole" / name, tmp_path / "cut" / name
+        assert whole.is_file() == cut.is_file(), name
+        if name == "steps.csv":
+            assert whole.read_text() == cut.read_text()
+        elif whole.is_file():
+            assert json.loads(whole.read_text())["rows"] == json.loads(cut.read_text())["rows"], name
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] == b[k]).all() if isinstance(a[k], torch.Tensor) else a[k].keys() == b[k].keys(), k
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("whole", "cut")]
+    assert summaries[0]["test_acc"] == summaries[1]["test_acc"]
 
 
 def test_study_resumes_a_run_interrupted_mid_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cifarlab.analysis.bn_study import study as study_mod
 
-    s = load_settings("quick", overrides=[*TINY, "checkpoint_seconds=0", "train.steps=15", "parts=[train]"])
-    real = study_mod.train_run
+    s = load_settings("quick", overrides=[*TINY, "train.steps=15", "parts=[train]"])
+    real = study_mod.spec_callbacks
 
-    def interrupted(*args, **kwargs):  # the first training is stopped after its second epoch (Ctrl-C)
-        def stop(epoch: int) -> None:
-            if epoch == 2:
-                raise KeyboardInterrupt
-        return real(*args, **kwargs, on_epoch_end=stop)
+    def stop(epoch: int, row: dict) -> None:  # the first training is stopped after its second epoch (Ctrl-C)
+        if epoch == 2:
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(study_mod, "train_run", interrupted)
+    monkeypatch.setattr(study_mod, "spec_callbacks", lambda spec: [*real(spec), EpochEndFunction(stop)])
     with pytest.raises(KeyboardInterrupt):
         study_mod.run_study(s, tmp_path / "st", log=lambda _: None)
-    partial = list((tmp_path / "st" / "runs").glob("*.partial.pt"))
-    assert len(partial) == 1
-    monkeypatch.setattr(study_mod, "train_run", real)
+    monkeypatch.setattr(study_mod, "spec_callbacks", real)
     lines: list[str] = []
     study_mod.run_study(s, tmp_path / "st", log=lines.append)
-    assert any("resuming at step 10" in line for line in lines)
-    assert not list((tmp_path / "st" / "runs").glob("*.partial.pt"))  # finished runs leave no partial state
+    assert any("resuming from epoch 2" in line for line in lines)
     study_mod.run_study(s, tmp_path / "fresh", log=lambda _: None)
     # Same per-step curves and final accuracies as a study never interrupted.
     assert (tmp_path / "st" / "train" / "steps.csv").read_text() == (tmp_path / "fresh" / "train" /
@@ -193,6 +206,26 @@ def test_study_resumes_a_run_interrupted_mid_way(tmp_path: Path, monkeypatch: py
     read = {k: json.loads((tmp_path / k / "summary.json").read_text())["models"] for k in ("st", "fresh")}
     for model in ("vgg_a", "vgg_a_bn"):
         assert read["st"][model]["test_acc"] == read["fresh"][model]["test_acc"]
+
+
+def test_study_runs_are_ordinary_run_directories(tmp_path: Path) -> None:
+    """A bn-study training is a normal run: `cifarlab eval` rebuilds it (noisy BN is a registered model)."""
+    from cifarlab.engine.evaluate import evaluate_checkpoint
+
+    s, study = _tiny()
+    spec = RunSpec("vgg_a_noisy_bn", "sgd", 0.1, 6, noise=(0.5, 1.25, 0.1, 0.1))
+    summary = train(run_config(spec, s), tmp_path / "r", data=study.data(), progress=False)
+    cfg = load_run_config(tmp_path / "r")
+    assert cfg.model.name == "vgg_a_noisy_bn" and cfg.train.max_steps == 6 and summary["steps"] == 6
+    import cifarlab.engine.build as build_module
+
+    original = build_module.load_cifar10
+    build_module.load_cifar10 = lambda *a, **k: study.data()
+    try:
+        again = evaluate_checkpoint(tmp_path / "r", device="cpu")
+    finally:
+        build_module.load_cifar10 = original
+    assert again["test_acc"] == summary["test_acc"] and again["model"] == "vgg_a_noisy_bn"
 
 
 @pytest.mark.skipif(not __import__("cifarlab.experiments.executors", fromlist=["x"]).ray_available(),

@@ -80,9 +80,12 @@ def steps_per_epoch(cfg: RunConfig, train_images: int) -> int:
 
 def planned_epochs(cfg: RunConfig, per_epoch: int) -> int:
     """``train.epochs``, or the epochs ``train.max_steps`` needs (the last one partial)."""
-    if cfg.train.max_steps is None:
+    steps = cfg.train.max_steps
+    if steps is None:
         return cfg.train.epochs
-    return -(-cfg.train.max_steps // per_epoch)
+    if steps < 1:
+        raise ConfigError(f"config key 'train.max_steps': got {steps}, expected null or an integer >= 1")
+    return -(-steps // per_epoch)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from cifarlab.models import (  # noqa: F401
     fast_net,
     mobilenetv2,
     mynet,
+    noisy_bn,
     quick_cnn,
     resnet,
     resnext,

@@ -116,9 +116,6 @@ class StudySettings:
     ics: ICSSettings = field(default_factory=ICSSettings)
     noisy: NoisySettings = field(default_factory=NoisySettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
-    # A run in progress saves its full state (weights, optimiser, RNG streams, curves so far) at the end of
-    # an epoch when this many seconds passed since the last save; an interrupted study resumes it from there.
-    checkpoint_seconds: float = 60.0
 
 
 # The paper's protocol at full size: full VGG-A, 45k training images, 15,000 steps (SGD lr 0.1, batch 128).
@@ -176,7 +173,6 @@ def validate(s: StudySettings) -> StudySettings:
     need(ex.cpus_per_run > 0, "executor.cpus_per_run", ex.cpus_per_run, "> 0")
     need(ex.gpus_per_run is None or ex.gpus_per_run >= 0, "executor.gpus_per_run", ex.gpus_per_run,
          "null (auto) or >= 0")
-    need(s.checkpoint_seconds >= 0, "checkpoint_seconds", s.checkpoint_seconds, ">= 0 (0: every epoch)")
     n = s.noisy
     need(n.n_mu >= 0 and n.r_mu >= 0 and n.r_sigma >= 0, "noisy", to_dict(n), "n_mu, r_mu, r_sigma >= 0")
     need(n.n_sigma >= 1, "noisy.n_sigma", n.n_sigma, ">= 1")

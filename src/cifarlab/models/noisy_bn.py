@@ -8,15 +8,19 @@ Per sample j of unit c:                    m_j ~ U(mu_c - r_mu, mu_c + r_mu),  s
 B*H*W values, exactly the set BN normalises over; so m and s are drawn independently per (b, h, w) -- each
 position gets its own noise, around the per-step (mu_c, sigma_c). r_sigma is the standard deviation of s.
 In eval mode the wrapper adds no noise: it is the plain BN (the noise models a training-time distribution
-shift, the network is judged without it).
+shift, the network is judged without it). Registered as the model ``vgg_a_noisy_bn``; the noise generators'
+states travel in the model's state_dict (``get_extra_state``), so a resumed run draws the same noise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from cifarlab.models.registry import create, register
 
 
 @dataclass
@@ -75,18 +79,13 @@ class NoisyBatchNorm(nn.Module):
     def extra_repr(self) -> str:
         return f"n_mu={self.n_mu}, n_sigma={self.n_sigma}, r_mu={self.r_mu}, r_sigma={self.r_sigma}"
 
+    def get_extra_state(self) -> dict[str, Any]:
+        # In the state_dict, so checkpoints carry where the noise streams are (tensors only: weights_only loads).
+        return {str(dev): g.get_state() for dev, g in self._generators.items()}
 
-def noise_rng_states(model: nn.Module, device: torch.device) -> list[Tensor]:
-    """The noise generators' states of every NoisyBatchNorm in ``model`` (module order), for checkpoints."""
-    return [m._generator(device).get_state() for m in model.modules() if isinstance(m, NoisyBatchNorm)]
-
-
-def set_noise_rng_states(model: nn.Module, device: torch.device, states: list[Tensor]) -> None:
-    noisy = [m for m in model.modules() if isinstance(m, NoisyBatchNorm)]
-    if len(noisy) != len(states):
-        raise ValueError(f"checkpoint has {len(states)} noise generator states, the model {len(noisy)} noisy BNs")
-    for m, state in zip(noisy, states):
-        m._generator(device).set_state(state)
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        for dev, rng in state.items():
+            self._generator(torch.device(dev)).set_state(rng)
 
 
 def make_noisy_bn(model: nn.Module, seed: int = 0, **noise: float) -> nn.Module:
@@ -103,5 +102,11 @@ def make_noisy_bn(model: nn.Module, seed: int = 0, **noise: float) -> nn.Module:
     return model
 
 
-__all__ = ["NoiseDraw", "NoisyBatchNorm", "add_bn_noise", "make_noisy_bn", "noise_rng_states",
-           "set_noise_rng_states"]
+@register("vgg_a_noisy_bn", "course VGG-A + BN with Algorithm 1's noise after every BN (Santurkar et al.) (9.76M)")
+def vgg_a_noisy_bn(num_classes: int = 10, width_mult: float = 1.0, n_mu: float = 0.5, n_sigma: float = 1.25,
+                   r_mu: float = 0.1, r_sigma: float = 0.1, noise_seed: int = 0) -> nn.Module:
+    return make_noisy_bn(create("vgg_a_bn", num_classes=num_classes, width_mult=width_mult), seed=noise_seed,
+                         n_mu=n_mu, n_sigma=n_sigma, r_mu=r_mu, r_sigma=r_sigma)
+
+
+__all__ = ["NoiseDraw", "NoisyBatchNorm", "add_bn_noise", "make_noisy_bn", "vgg_a_noisy_bn"]
