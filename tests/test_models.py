@@ -60,6 +60,7 @@ EXPECTED_PARAMS: dict[str | tuple[str, tuple[tuple[str, object], ...]], int] = {
     "vgg_a_dropout": 9_750_922,
     "vgg_a_bn_dropout": 9_756_426,
     "vgg_a_bn_dropout_res": 9_756_426,  # identity shortcuts only: no extra parameters
+    "vgg_a_noisy_bn": 9_756_426,  # noise adds no parameters
     "vgg_a_leaky": 9_750_922,
     ("vgg_a", (("width_mult", 0.25),)): vgg_a_params(0.25),
     # LeNet-style course net: convs keep their bias next to BN.

@@ -30,6 +30,7 @@ class StepContext:
     step: int  # index of this optimizer step (0-based; the trainer's ``step`` counts completed steps)
     epoch: int  # 0-based epoch
     batch_index: int  # step within the epoch
+    indices: torch.Tensor  # positions of the batch's images in the trainer's ``train_x``
     x: torch.Tensor  # the model input (augmented, normalised)
     y: torch.Tensor  # int64 labels
     target: torch.Tensor  # what the loss saw: ``y`` or soft targets (mixup/cutmix)

@@ -207,11 +207,11 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------------------------------------------
 
-    def _batch(self, order: torch.Tensor, first: int, gen: torch.Generator, epoch: int) -> tuple[Any, Any]:
+    def _batch(self, order: torch.Tensor, first: int, gen: torch.Generator, epoch: int) -> tuple[Any, Any, Any]:
         bs = self.cfg.train.batch_size
         idx = order[first : first + bs]
         flips = None if self.flip_base is None else alternate_flip_mask(self.flip_base, idx, epoch)
-        return self.augment.train(self.train_x[idx], gen, flips), self.train_y[idx]
+        return self.augment.train(self.train_x[idx], gen, flips), self.train_y[idx], idx
 
     def _train_step(self, i: int, epoch: int, order: torch.Tensor, gen: torch.Generator,
                     mix_rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +221,7 @@ class Trainer:
         step_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         for j in range(accum):
-            x, y = self._batch(order, (i * accum + j) * cfg.train.batch_size, gen, epoch)
+            x, y, idx = self._batch(order, (i * accum + j) * cfg.train.batch_size, gen, epoch)
             x, target, y_acc = self.mixer(x, y, mix_rng)  # unchanged batch (target = y) when mixing is off
             with self.autocast():
                 logits = model(x)
@@ -234,7 +234,7 @@ class Trainer:
             self.scaler.scale(total).backward()
             step_loss += loss.detach() / accum
             correct += (logits.detach().argmax(1) == y_acc).sum()
-        ctx = StepContext(self.step, epoch, i, x, y, target, logits.detach(), loss.detach())
+        ctx = StepContext(self.step, epoch, i, idx, x, y, target, logits.detach(), loss.detach())
         self.callbacks.call("on_after_backward", self, ctx)
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
