@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cifarlab.engine.checkpoint import atomic_write_text
+from cifarlab.io import atomic_write_text
 
 STEP_FIELDS = ("step", "epoch", "loss", "lr")
 EPOCH_FIELDS = (

@@ -6,8 +6,6 @@ numbers being compared. std uses n-1 (sample std); with one seed it is shown as 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -15,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarlab.engine.checkpoint import atomic_write_text
 from cifarlab.engine.metrics import read_csv
+from cifarlab.io import atomic_write_text, write_csv
 
 DONE = ("completed", "early_stopped")
 # (summary key, column title, kind): kind picks the format (acc in %, loss, seconds, epochs)
@@ -180,19 +178,16 @@ def write_results(sweep_dir: str | Path) -> tuple[Path, Path]:
     md_path = sweep_dir / "results.md"
     atomic_write_text(md_path, "\n".join(md))
 
-    out = io.StringIO()
-    writer = csv.writer(out)
     cols = ["variant", "n_runs", "n_ok", "params", "macs"]
     for key, _, _ in METRICS:
         cols += [f"{key}_mean", f"{key}_std", f"{key}_n"]
-    writer.writerow(cols)
+    table = []
     for v in variants:
-        row: list[Any] = [v.variant, len(v.runs), v.n_ok, v.params if v.params is not None else "",
-                          v.macs if v.macs is not None else ""]
+        row: list[Any] = [v.variant, len(v.runs), v.n_ok, v.params, v.macs]
         for key, _, _ in METRICS:
             mean, std, n = v.stats[key]
-            row += ["" if math.isnan(mean) else f"{mean:.6g}", "" if math.isnan(std) else f"{std:.6g}", n]
-        writer.writerow(row)
+            row += [None if math.isnan(mean) else mean, None if math.isnan(std) else std, n]
+        table.append(dict(zip(cols, row)))
     csv_path = sweep_dir / "results.csv"
-    atomic_write_text(csv_path, out.getvalue())
+    write_csv(csv_path, table, cols)
     return md_path, csv_path

@@ -16,8 +16,6 @@ Runs are resumable: finished ones are skipped, interrupted ones resumed from che
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import re
@@ -28,11 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cifarlab.config import RunConfig, config_from_dict, deep_merge, preset_dict, read_yaml, to_dict
-from cifarlab.engine.checkpoint import atomic_write_json, atomic_write_text, atomic_write_yaml
 from cifarlab.errors import CifarlabError, ConfigError
+from cifarlab.io import atomic_write_json, atomic_write_yaml, write_csv
 
 SPEC_KEYS = ("name", "description", "base", "scale", "scales", "axes", "variants", "seeds", "reference")
 DONE = ("completed", "early_stopped")  # a run in one of these states is never re-run
@@ -312,12 +308,7 @@ def write_status(sweep_dir: Path, spec_name: str, rows: list[dict[str, Any]], st
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     atomic_write_json(sweep_dir / "sweep_status.json", {"name": spec_name, "state": state, "updated": now,
                                                          "runs": rows})
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=STATUS_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in STATUS_FIELDS})
-    atomic_write_text(sweep_dir / "runs.csv", out.getvalue())
+    write_csv(sweep_dir / "runs.csv", rows, STATUS_FIELDS)
 
 
 def spec_dict(spec: SweepSpec) -> dict[str, Any]:
@@ -438,7 +429,3 @@ def describe_plan(spec: SweepSpec, out_dir: str | Path = "runs/sweeps") -> list[
     action = {"new": "start", "resume": "resume", "done": "skip (finished)", "diverged": "skip (diverged)"}
     return [{"variant": p.label, "seed": p.seed, "run_dir": str(sweep_dir / p.rel_dir),
              "action": action[run_state(sweep_dir / p.rel_dir, p.config)]} for p in expand(spec)]
-
-
-def dump_yaml(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarlab.engine.checkpoint import atomic_write_bytes, atomic_write_text
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.compare import (
     TABLE_CAPTION,
@@ -27,6 +26,7 @@ from cifarlab.experiments.compare import (
     markdown_table,
     table_rows,
 )
+from cifarlab.io import atomic_write_bytes, atomic_write_text
 from cifarlab.report.figures import FigureOut, run_figures, sweep_figures
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifarlab.engine.checkpoint import atomic_write_bytes
 from cifarlab.experiments.compare import RunRecord, VariantStats, aggregate, best_variant, load_runs
+from cifarlab.io import atomic_write_bytes
 from cifarlab.plotting import draw_confusion, new_figure, png_bytes
 
 CURVES = (("train_loss", "train loss"), ("train_acc", "train accuracy"), ("val_loss", "validation loss"),

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from cifarlab.analysis.explain.explain import compute_surfaces
-from cifarlab.analysis.explain.plots import fmt, json_safe, new_figure, save_npz, save_png
+from cifarlab.analysis.explain.plots import fmt, new_figure, save_npz, save_png
 from cifarlab.analysis.explain.runs import load_run, load_splits, training_batches
 from cifarlab.analysis.explain.settings import ExplainSettings
 from cifarlab.analysis.explain.surface import display_range, draw_contour, draw_surface3d, weight_shapes
 from cifarlab.data import CifarArrays
-from cifarlab.engine.checkpoint import atomic_write_json
 from cifarlab.errors import ConfigError
+from cifarlab.io import atomic_write_json, json_safe
 
 COLORS = ("tab:green", "tab:red")  # the bn-study colours: first run green, second red
 

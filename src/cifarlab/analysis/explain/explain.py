@@ -37,7 +37,7 @@ from cifarlab.analysis.explain.mistakes import (
     plot_mistakes,
     predict,
 )
-from cifarlab.analysis.explain.plots import fmt, json_safe, new_figure, save_npz, save_png
+from cifarlab.analysis.explain.plots import fmt, new_figure, save_npz, save_png
 from cifarlab.analysis.explain.runs import (
     LoadedRun,
     load_endpoint,
@@ -66,7 +66,7 @@ from cifarlab.analysis.explain.surface import (
     loss_line,
 )
 from cifarlab.data import CLASSES, CifarArrays, Splits
-from cifarlab.engine.checkpoint import atomic_write_json
+from cifarlab.io import atomic_write_json, json_safe
 
 Log = Callable[[str], None]
 
