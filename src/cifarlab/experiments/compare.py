@@ -191,3 +191,33 @@ def write_results(sweep_dir: str | Path) -> tuple[Path, Path]:
     csv_path = sweep_dir / "results.csv"
     write_csv(csv_path, table, cols)
     return md_path, csv_path
+
+
+def sweep_items(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """The paragraphs and tables of a sweep's report section (its figures are added by the caller)."""
+    from cifarlab.manifest import table, text
+
+    sweep_dir = Path(sweep_dir)
+    records = load_runs(sweep_dir)
+    variants = aggregate(records)
+    items = []
+    spec_path = sweep_dir / "sweep.yaml"
+    if spec_path.is_file():
+        import yaml
+
+        spec = yaml.safe_load(spec_path.read_text()) or {}
+        items += [text(f"{key.capitalize()}: {spec[key]}") for key in ("description", "reference") if spec.get(key)]
+        items.append(text(f"Scale: {spec.get('scale') or 'as in base'}; seeds: {spec.get('seeds')}; "
+                          f"{len(variants)} variants, {len(records)} runs."))
+    best = best_variant(variants)
+    if best is not None:
+        items.append(text(f"Best variant by mean final validation accuracy: {best.variant} "
+                          f"({fmt_stat(best.stats['final_val_acc'], 'acc')} %)."))
+    items.append(table("Results per variant", TABLE_CAPTION, *table_rows(variants)))
+    bad = failures(records)
+    if bad:
+        items.append(table("Runs that did not finish", "Failed, diverged, interrupted or missing runs; they are "
+                           "left out of the means above. Re-running the sweep retries failed and missing runs "
+                           "and resumes interrupted ones.", ["variant", "seed", "status", "error"],
+                           [[r.variant, r.seed, r.status, r.error or ""] for r in bad], numeric=False))
+    return items

@@ -5,11 +5,20 @@ Modules: ``probes`` (Fig. 4: loss landscape, gradient predictiveness, effective 
 resumable driver), ``plots``, ``interpret`` (summary table + interpretation derived from the numbers), ``cli``.
 """
 
-from cifarlab.analysis.bn_study.ics import ics_measure, layer_groups
-from cifarlab.analysis.bn_study.noisy_bn import NoisyBatchNorm, add_bn_noise, make_noisy_bn
-from cifarlab.analysis.bn_study.probes import ProbeResult, eta_grid, loss_band, probe_step
+_EXPORTS = {name: module for module, names in {  # submodule -> its public names
+    "ics": "ics_measure layer_groups", "noisy_bn": "NoisyBatchNorm add_bn_noise make_noisy_bn",
+    "probes": "ProbeResult eta_grid loss_band probe_step",
+}.items() for name in names.split()}
 
-__all__ = [
-    "NoisyBatchNorm", "ProbeResult", "add_bn_noise", "eta_grid", "ics_measure", "layer_groups", "loss_band",
-    "make_noisy_bn", "probe_step",
-]
+
+def __getattr__(name: str) -> object:
+    """Import the submodule of ``name`` on first use: importing the package (e.g. for its command-line parser)
+    must not import torch."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+__all__ = sorted(_EXPORTS)

@@ -97,6 +97,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, settings: ExplainSettings
     }
     summary = json_safe(summary)
     atomic_write_json(folder / "compare.json", summary)
+    from cifarlab.analysis.explain.sections import write_compare_manifest
+
+    write_compare_manifest(folder, summary)
     return summary
 
 
@@ -134,9 +137,4 @@ def _plot(folder: Path, labels: list[str], results: list[dict[str, Any]], vmin: 
     save_png(fig, folder / "compare_2d_3d.png", tight=False)
 
 
-def check_compare_figures(folder: Path) -> list[tuple[Path, str, str]]:
-    return [(folder / name, title, caption) for name, title, caption in COMPARE_FIGURES
-            if (folder / name).is_file()]
-
-
-__all__ = ["COMPARE_FIGURES", "check_compare_figures", "compare_runs", "default_compare_dir"]
+__all__ = ["COMPARE_FIGURES", "compare_runs", "default_compare_dir"]

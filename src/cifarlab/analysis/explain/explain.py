@@ -302,14 +302,13 @@ def explain_run(run_dir: str | Path, settings: ExplainSettings | None = None, *,
     summary["timings_s"] = timings
     summary["total_s"] = round(time.perf_counter() - t_start, 2)
     summary["classes"] = list(CLASSES)
-    atomic_write_json(out / "explain.json", json_safe(summary))
+    summary = json_safe(summary)
+    atomic_write_json(out / "explain.json", summary)
+    from cifarlab.analysis.explain.sections import write_explain_manifest
+
+    write_explain_manifest(out, run.run_dir, summary)
     return summary
 
 
-def check_figures(folder: Path) -> list[tuple[Path, str, str]]:
-    """The explain figures present in ``folder``, in report order, as (path, title, caption)."""
-    return [(folder / name, title, caption) for name, title, caption in FIGURES if (folder / name).is_file()]
-
-
-__all__ = ["FIGURES", "check_figures", "compute_surfaces", "explain_run"]
+__all__ = ["FIGURES", "compute_surfaces", "explain_run"]
 

@@ -1,4 +1,5 @@
-"""Figures of sweeps and runs, as PNG bytes with a title and caption (the report embeds them as they are).
+"""Figures of sweeps and runs, as PNG bytes with a title and caption (sweeps write them and list them in their
+manifest; the report draws those of a run directory without a manifest).
 
 matplotlib's Agg canvas is used directly (no pyplot, no global backend switch): safe in headless runs, in Ray
 workers and in processes that use another backend.
@@ -166,11 +167,12 @@ def run_figures(run_dir: str | Path) -> list[FigureOut]:
     return [f for f in figs if f is not None]
 
 
-def write_sweep_figures(sweep_dir: str | Path) -> list[Path]:
-    """Write the sweep's figures as ``<sweep>/figures/<name>.png`` (atomic); return their paths."""
-    paths = []
+def write_sweep_figures(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Write the sweep's figures as ``<sweep>/figures/<name>.png`` (atomic); return them as manifest items."""
+    from cifarlab.manifest import figure
+
+    items = []
     for fig in sweep_figures(sweep_dir):
-        path = Path(sweep_dir) / "figures" / f"{fig.name}.png"
-        atomic_write_bytes(path, fig.png)
-        paths.append(path)
-    return paths
+        atomic_write_bytes(Path(sweep_dir) / "figures" / f"{fig.name}.png", fig.png)
+        items.append(figure(f"figures/{fig.name}.png", fig.title, fig.caption))
+    return items
