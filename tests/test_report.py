@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab.commands.report import add_report_parser, cmd_report
+from cifarlab.commands.experiments import add_report_parser, cmd_report
 from cifarlab.config import load_config
 from cifarlab.engine.trainer import train
 from cifarlab.errors import CifarlabError

@@ -11,7 +11,7 @@ import statistics
 import pytest
 import torch
 
-from cifarlab.commands.sweep import add_sweep_parser, cmd_sweep
+from cifarlab.commands.experiments import add_sweep_parser, cmd_sweep
 from cifarlab.config import to_dict
 from cifarlab.data import CifarArrays
 from cifarlab.errors import ConfigError

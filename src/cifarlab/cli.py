@@ -11,13 +11,24 @@ import sys
 from collections.abc import Callable
 
 from cifarlab.analysis.bn_study.cli import add_bn_study_parser, cmd_bn_study
-from cifarlab.commands.bench import add_bench_parser, cmd_bench
-from cifarlab.commands.evaluate import add_eval_parser, cmd_eval
+from cifarlab.commands.experiments import (
+    add_bench_parser,
+    add_report_parser,
+    add_sweep_parser,
+    cmd_bench,
+    cmd_report,
+    cmd_sweep,
+)
 from cifarlab.commands.explain import add_explain_parser, cmd_explain
 from cifarlab.commands.models import add_models_parser, add_presets_parser, cmd_models, cmd_presets
-from cifarlab.commands.report import add_report_parser, cmd_report
-from cifarlab.commands.sweep import add_sweep_parser, cmd_sweep
-from cifarlab.commands.train import add_config_parser, add_train_parser, cmd_config, cmd_train
+from cifarlab.commands.train import (
+    add_config_parser,
+    add_eval_parser,
+    add_train_parser,
+    cmd_config,
+    cmd_eval,
+    cmd_train,
+)
 
 EXAMPLES = """\
 examples:

@@ -8,9 +8,43 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cifarlab.analysis.explain.compare import COMPARE_FIGURES
-from cifarlab.analysis.explain.explain import FIGURES
 from cifarlab.manifest import figure, table, text, write_manifest
+
+# (file in the folder, title, caption), in report order
+FIGURES: list[tuple[str, str, str]] = [
+    ("structure.png", "Network structure", "Trainable parameters of every layer (log scale) with its output shape "
+     "C x H x W for one 32x32 image; the full table is explain/structure.md."),
+    ("filters_first_layer.png", "First-layer filters", "Every filter of the first convolution as a small RGB image, "
+     "each scaled to its own min..max: colour and edge detectors appear as the model trains."),
+    ("filters_deep.png", "Deeper filters", "Per-filter L2 norms of every later convolution (box: quartiles, "
+     "whiskers: range without outliers) and mean |weight| per kernel tap."),
+    ("feature_maps.png", "Feature maps", "For a few test images, the most active channels at the end of each "
+     "resolution stage (each tile scaled to its own range)."),
+    ("attribution_gradcam.png", "Grad-CAM", "Captum LayerGradCam (ReLU on the map, bilinear upsampling to 32x32) "
+     "for the predicted class of random test images; red titles are mistakes."),
+    ("attribution_saliency.png", "Saliency", "Captum Saliency: |d logit / d pixel|, max over colour channels."),
+    ("attribution_ig.png", "Integrated gradients", "Captum IntegratedGradients from the data-set mean image: "
+     "|attribution| summed over colour channels."),
+    ("mistakes.png", "Most confident mistakes", "Test images the model gets wrong with the highest confidence."),
+    ("confusion.png", "Confusion matrix and per-class accuracy of the explained weights", "On the test split, "
+     "recomputed by explain from the explained checkpoint (no test-time augmentation): rows are true classes, "
+     "normalised to 1."),
+    ("surface_1d.png", "Loss along a random direction (1-D)", "Li et al. 2018: cross-entropy (eval mode, training "
+     "batches) at w + α d with d filter-normalised; α = 0 is the trained model."),
+    ("surface_2d_contour.png", "Loss surface (2-D contour)", "Loss at w + α d1 + β d2 over two filter-normalised "
+     "random directions; the star is the trained model; drawn values clipped at the colour-scale maximum."),
+    ("surface_2d_3d.png", "Loss surface (3-D)", "The same 2-D surface as a 3-D plot (same clipping)."),
+    ("interpolation.png", "Linear interpolation", "Loss and accuracy on training batches along "
+     "(1 - α) θ_start + α θ_trained (Goodfellow et al. 2015); α = 0 the start (default: the run's seeded init)."),
+]
+
+COMPARE_FIGURES: list[tuple[str, str, str]] = [
+    ("compare_1d.png", "1-D loss of both runs", "Li et al. 2018: loss along one filter-normalised random direction "
+     "of each run, on the same axes (α = 0: trained weights)."),
+    ("compare_2d_contour.png", "2-D loss surfaces side by side", "Same coordinates, same contour levels and colour "
+     "scale for both runs; values above the scale maximum are clipped."),
+    ("compare_2d_3d.png", "3-D loss surfaces side by side", "The same surfaces as 3-D plots with the same z-range."),
+]
 
 
 def _num(v: Any, digits: int = 4) -> str:
@@ -84,4 +118,4 @@ def write_compare_manifest(folder: Path, c: dict[str, Any]) -> Path:
     return write_manifest(folder, f"Loss surfaces compared: {' vs '.join(c.get('labels', []))} ({{path}})", items)
 
 
-__all__ = ["explain_rows", "write_compare_manifest", "write_explain_manifest"]
+__all__ = ["COMPARE_FIGURES", "FIGURES", "explain_rows", "write_compare_manifest", "write_explain_manifest"]
