@@ -8,24 +8,15 @@ workers and in processes that use another backend.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cifarlab.experiments.compare import RunRecord, VariantStats, aggregate, best_variant, load_runs
 from cifarlab.io import atomic_write_bytes
-from cifarlab.plotting import draw_confusion, new_figure, png_bytes
+from cifarlab.plotting import FigureOut, draw_confusion, new_figure, png_bytes
 
 CURVES = (("train_loss", "train loss"), ("train_acc", "train accuracy"), ("val_loss", "validation loss"),
           ("val_acc", "validation accuracy"))
-
-
-@dataclass
-class FigureOut:
-    name: str  # file stem, e.g. "convergence"
-    title: str
-    caption: str
-    png: bytes
 
 
 def _colors(n: int) -> list[Any]:

@@ -21,6 +21,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.experiments.compare import markdown_table
 from cifarlab.io import atomic_write_bytes, atomic_write_text
 from cifarlab.manifest import Manifest, find_manifests, read_manifest
+from cifarlab.plotting import FigureOut
 
 
 @dataclass
@@ -33,20 +34,12 @@ class Table:
 
 
 @dataclass
-class Figure:
-    name: str  # file stem of the Markdown twin's copy, e.g. "convergence"
-    title: str
-    caption: str
-    png: bytes
-
-
-@dataclass
 class Section:
     title: str
     path: Path
     text: list[str] = field(default_factory=list)  # paragraphs (plain text)
     tables: list[Table] = field(default_factory=list)
-    figures: list[Figure] = field(default_factory=list)
+    figures: list[FigureOut] = field(default_factory=list)
 
 
 def _rel(folder: Path, root: Path) -> str:
@@ -63,7 +56,7 @@ def add_items(sec: Section, m: Manifest, prefix: str = "") -> None:
                                     item.get("numeric", True)))
         elif (m.folder / item["path"]).is_file():
             png = (m.folder / item["path"]).read_bytes()
-            sec.figures.append(Figure(prefix + Path(item["path"]).stem, item["title"], item["caption"], png))
+            sec.figures.append(FigureOut(prefix + Path(item["path"]).stem, item["title"], item["caption"], png))
 
 
 def manifest_section(m: Manifest, root: Path) -> Section:
@@ -134,7 +127,7 @@ def bn_study_section(study_dir: Path, root: Path) -> Section:
     for rel_png, title, caption in BN_FIGURES:
         png = study_dir / rel_png
         if png.is_file():
-            sec.figures.append(Figure(Path(rel_png).parent.name, title, caption, png.read_bytes()))
+            sec.figures.append(FigureOut(Path(rel_png).parent.name, title, caption, png.read_bytes()))
     return sec
 
 
@@ -166,7 +159,7 @@ def run_section(run_dir: Path, root: Path) -> Section:
     sec.tables.append(Table("Summary", "Final-epoch numbers of this run (accuracies in %); the test set is "
                             f"evaluated once, with the {s.get('test_weights', 'last')} weights.",
                             ["metric", "value"], rows))
-    sec.figures = [Figure(f.name, f.title, f.caption, f.png) for f in run_figures(run_dir)]
+    sec.figures = run_figures(run_dir)
     return sec
 
 
