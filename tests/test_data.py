@@ -37,7 +37,6 @@ from cifarlab.data import (
     Splits,
     crop,
     crop_flip,
-    cutout,
     cutout_at,
     default_cache_dir,
     default_data_dir,
@@ -46,8 +45,6 @@ from cifarlab.data import (
     load_cifar10,
     make_splits,
     normalize,
-    random_crop,
-    random_flip,
 )
 from cifarlab.errors import ConfigError, DataError
 
@@ -990,7 +987,7 @@ def test_fused_crop_flip(imgs: torch.Tensor, mode: str) -> None:
 
 def test_crop_rejects_too_much_reflect_padding(imgs: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="reflect padding"):
-        random_crop(imgs, 10, "reflect", torch.Generator())
+        BatchAugment(crop_padding=10).train(imgs, torch.Generator())
 
 
 def expected_cutout(shape: tuple[int, ...], cy: list[int], cx: list[int], size: int) -> torch.Tensor:
@@ -1022,8 +1019,11 @@ def test_cutout_at_exact_square(size: int, layout: str) -> None:
 
 
 def test_random_cutout_is_one_clipped_square_per_image() -> None:
-    x = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)) + 1.0
-    out = cutout(x, 8, torch.Generator().manual_seed(5))
+    # mean 0, std 1/255: "normalised" pixels equal the input; only the cutout square is 0
+    x = torch.randint(1, 256, (64, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    out = BatchAugment(0, flip=False, cutout=8, mean=(0.0,) * 3, std=(1 / 255,) * 3).train(
+        x, torch.Generator().manual_seed(5))
+    x = x.float()
     zero = out == 0
     assert torch.equal(zero, zero[:, :1].expand_as(zero))  # same square in every channel
     assert torch.equal(out[~zero], x[~zero])
@@ -1038,9 +1038,10 @@ def test_random_cutout_is_one_clipped_square_per_image() -> None:
 
 def test_random_flip_and_crop_draws() -> None:
     x = (torch.arange(10, dtype=torch.uint8) + 1).view(1, 1, 1, 10).expand(2000, 3, 8, 10).contiguous()
-    flipped = random_flip(x, torch.Generator().manual_seed(0))[:, 0, 0, 0] == 10
+    identity = {"mean": (0.0,) * 3, "std": (1 / 255,) * 3}  # normalised pixels equal the input
+    flipped = BatchAugment(0, **identity).train(x, torch.Generator().manual_seed(0))[:, 0, 0, 0] == 10
     assert 900 < int(flipped.sum()) < 1100
-    shifted = random_crop(x, 2, "zeros", torch.Generator().manual_seed(0))
+    shifted = BatchAugment(2, "zeros", flip=False, **identity).train(x, torch.Generator().manual_seed(0)).round()
     # Column 0 of the crop shows input column dx - 2 (value dx - 1), or padding (0) for dx < 2.
     first = torch.bincount(shifted[:, 0, 3, 0].long(), minlength=5).tolist()
     assert first[0] > 650 and all(300 < n < 500 for n in first[1:4]) and first[4] == 0  # 2/5 pad, 1/5 each

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.analysis.explain.attribution import attribute, mass_inside
-from cifarlab.analysis.explain.cli import add_explain_parser, cmd_explain
 from cifarlab.analysis.explain.compare import compare_runs
 from cifarlab.analysis.explain.explain import explain_run
 from cifarlab.analysis.explain.layers import default_target_layer, resolve_layer
@@ -34,6 +33,7 @@ from cifarlab.analysis.explain.surface import (
     loss_grid,
     loss_line,
 )
+from cifarlab.commands.explain import add_explain_parser, cmd_explain
 from cifarlab.engine.build import unwrap
 from cifarlab.engine.trainer import Trainer, train
 from cifarlab.errors import CheckpointError, CifarlabError, ConfigError

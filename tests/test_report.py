@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cifarlab.commands.experiments import add_report_parser, cmd_report
 from cifarlab.config import load_config
 from cifarlab.engine.trainer import train
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments.cli import add_report_parser, cmd_report
 from cifarlab.experiments.sweep import parse_spec, run_sweep
 from cifarlab.report.build import build_report, report_counts
 from test_sweep import TINY_BASE, tiny_data

@@ -11,10 +11,10 @@ import statistics
 import pytest
 import torch
 
+from cifarlab.commands.experiments import add_sweep_parser, cmd_sweep
 from cifarlab.config import to_dict
 from cifarlab.data import CifarArrays
 from cifarlab.errors import ConfigError
-from cifarlab.experiments.cli import add_sweep_parser, cmd_sweep
 from cifarlab.experiments.executors import ray_available
 from cifarlab.experiments.sweep import (
     expand,

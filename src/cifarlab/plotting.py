@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass
+class FigureOut:
+    """A drawn figure: PNG bytes with a title and caption; ``name`` is a file stem, e.g. "convergence"."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
 
 
 def new_figure(w: float, h: float) -> Any:

@@ -5,12 +5,9 @@ from cifarlab.data.augment import (
     alternate_flip_mask,
     crop,
     crop_flip,
-    cutout,
     cutout_at,
     hflip,
     normalize,
-    random_crop,
-    random_flip,
 )
 from cifarlab.data.cifar10 import (
     CIFAR10_MD5,
@@ -38,7 +35,6 @@ __all__ = [
     "alternate_flip_mask",
     "crop",
     "crop_flip",
-    "cutout",
     "cutout_at",
     "default_cache_dir",
     "default_data_dir",
@@ -47,6 +43,4 @@ __all__ = [
     "load_cifar10",
     "make_splits",
     "normalize",
-    "random_crop",
-    "random_flip",
 ]

@@ -146,17 +146,6 @@ def random_flip_mask(
     return torch.randint(0, 2, (batch,), generator=generator, device=device).bool()
 
 
-def random_crop(x: torch.Tensor, padding: int, pad_mode: str, generator: torch.Generator) -> torch.Tensor:
-    """Pad by ``padding`` (reflect or zeros) and crop back to HxW at a uniform random offset per image."""
-    dx, dy = random_offsets(x.shape[0], padding, generator, x.device)
-    return crop(x, dx, dy, padding, pad_mode)
-
-
-def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror each image left-right with probability 0.5."""
-    return hflip(x, random_flip_mask(x.shape[0], generator, x.device))
-
-
 def _cutout_lines(
     x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,13 +177,6 @@ def random_centres(
     cy = torch.randint(0, h, (batch,), generator=generator, device=device)
     cx = torch.randint(0, w, (batch,), generator=generator, device=device)
     return cy, cx
-
-
-def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero a ``size`` x ``size`` square per image, centre uniform over the image (so it may be clipped)."""
-    _check_images(x)
-    b, _, h, w = x.shape
-    return cutout_at(x, *random_centres(b, h, w, generator, x.device), size)
 
 
 def _affine(
@@ -340,13 +322,10 @@ __all__ = [
     "alternate_flip_mask",
     "crop",
     "crop_flip",
-    "cutout",
     "cutout_at",
     "hflip",
     "normalize",
     "random_centres",
-    "random_crop",
-    "random_flip",
     "random_flip_mask",
     "random_offsets",
 ]

@@ -1,53 +1,21 @@
-"""Atomic writes and checkpoints: nothing is ever half-written.
-
-Every file a run produces is written to a temporary file in the same directory, flushed, then renamed over the
-target with ``os.replace`` (atomic on POSIX and Windows). A crash leaves either the old file or the new one.
-"""
+"""Checkpoints: ``torch.save`` to memory, then an atomic write (see :mod:`cifarlab.io`); loaded weights-only."""
 
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from cifarlab.errors import CheckpointError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+# Re-exported for the modules that still import them from here (engine.trainer, engine.schedules,
+# experiments.bench, analysis.bn_study); new code imports them from cifarlab.io.
+from cifarlab.io import atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_write_yaml
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results should be readable like any file
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def atomic_write_yaml(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_yaml", "load_checkpoint",
+           "save_checkpoint"]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -7,12 +7,11 @@ back to the last checkpointed step/epoch, so a resumed run's files equal those o
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cifarlab.engine.checkpoint import atomic_write_text
+from cifarlab.io import write_csv
 
 STEP_FIELDS = ("step", "epoch", "loss", "acc", "lr")
 EPOCH_FIELDS = (
@@ -30,13 +29,7 @@ def read_csv(path: str | Path) -> list[dict[str, float]]:
 
 
 def _truncate(path: Path, fields: Sequence[str], key: str, keep_upto: float) -> None:
-    rows = [r for r in read_csv(path) if r[key] <= keep_upto]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields)
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: _fmt(r[k]) for k in fields})
-    atomic_write_text(path, out.getvalue())
+    write_csv(path, [{k: _fmt(r[k]) for k in fields} for r in read_csv(path) if r[key] <= keep_upto], fields)
 
 
 def _fmt(v: Any) -> Any:
@@ -70,7 +63,7 @@ class MetricsWriter:
 
     def _append(self, path: Path, fields: Sequence[str], rows: list[dict[str, Any]]) -> None:
         with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
+            writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
             for r in rows:
                 writer.writerow({k: _fmt(r.get(k, float("nan"))) for k in fields})
 

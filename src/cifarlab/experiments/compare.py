@@ -6,8 +6,6 @@ numbers being compared. std uses n-1 (sample std); with one seed it is shown as 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -15,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarlab.engine.checkpoint import atomic_write_text
 from cifarlab.engine.metrics import read_csv
+from cifarlab.io import atomic_write_text, write_csv
 
 DONE = ("completed", "early_stopped")
 # (summary key, column title, kind): kind picks the format (acc in %, loss, seconds, epochs)
@@ -180,19 +178,46 @@ def write_results(sweep_dir: str | Path) -> tuple[Path, Path]:
     md_path = sweep_dir / "results.md"
     atomic_write_text(md_path, "\n".join(md))
 
-    out = io.StringIO()
-    writer = csv.writer(out)
     cols = ["variant", "n_runs", "n_ok", "params", "macs"]
     for key, _, _ in METRICS:
         cols += [f"{key}_mean", f"{key}_std", f"{key}_n"]
-    writer.writerow(cols)
+    table = []
     for v in variants:
-        row: list[Any] = [v.variant, len(v.runs), v.n_ok, v.params if v.params is not None else "",
-                          v.macs if v.macs is not None else ""]
+        row: list[Any] = [v.variant, len(v.runs), v.n_ok, v.params, v.macs]
         for key, _, _ in METRICS:
             mean, std, n = v.stats[key]
-            row += ["" if math.isnan(mean) else f"{mean:.6g}", "" if math.isnan(std) else f"{std:.6g}", n]
-        writer.writerow(row)
+            row += [None if math.isnan(mean) else mean, None if math.isnan(std) else std, n]
+        table.append(dict(zip(cols, row)))
     csv_path = sweep_dir / "results.csv"
-    atomic_write_text(csv_path, out.getvalue())
+    write_csv(csv_path, table, cols)
     return md_path, csv_path
+
+
+def sweep_items(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """The paragraphs and tables of a sweep's report section (its figures are added by the caller)."""
+    from cifarlab.manifest import table, text
+
+    sweep_dir = Path(sweep_dir)
+    records = load_runs(sweep_dir)
+    variants = aggregate(records)
+    items = []
+    spec_path = sweep_dir / "sweep.yaml"
+    if spec_path.is_file():
+        import yaml
+
+        spec = yaml.safe_load(spec_path.read_text()) or {}
+        items += [text(f"{key.capitalize()}: {spec[key]}") for key in ("description", "reference") if spec.get(key)]
+        items.append(text(f"Scale: {spec.get('scale') or 'as in base'}; seeds: {spec.get('seeds')}; "
+                          f"{len(variants)} variants, {len(records)} runs."))
+    best = best_variant(variants)
+    if best is not None:
+        items.append(text(f"Best variant by mean final validation accuracy: {best.variant} "
+                          f"({fmt_stat(best.stats['final_val_acc'], 'acc')} %)."))
+    items.append(table("Results per variant", TABLE_CAPTION, *table_rows(variants)))
+    bad = failures(records)
+    if bad:
+        items.append(table("Runs that did not finish", "Failed, diverged, interrupted or missing runs; they are "
+                           "left out of the means above. Re-running the sweep retries failed and missing runs "
+                           "and resumes interrupted ones.", ["variant", "seed", "status", "error"],
+                           [[r.variant, r.seed, r.status, r.error or ""] for r in bad], numeric=False))
+    return items

@@ -16,8 +16,6 @@ Runs are resumable: finished ones are skipped, interrupted ones resumed from che
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import re
@@ -28,12 +26,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cifarlab.config import RunConfig, config_from_dict, deep_merge, preset_dict, read_yaml, to_dict
-from cifarlab.engine.checkpoint import atomic_write_json, atomic_write_text, atomic_write_yaml
 from cifarlab.engine.rundir import comparable
 from cifarlab.errors import CifarlabError, ConfigError
+from cifarlab.io import atomic_write_json, atomic_write_yaml, write_csv
+from cifarlab.manifest import read_manifest, write_manifest
 
 SPEC_KEYS = ("name", "description", "base", "scale", "scales", "axes", "variants", "seeds", "reference")
 DONE = ("completed", "early_stopped")  # a run in one of these states is never re-run
@@ -304,12 +301,18 @@ def write_status(sweep_dir: Path, spec_name: str, rows: list[dict[str, Any]], st
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     atomic_write_json(sweep_dir / "sweep_status.json", {"name": spec_name, "state": state, "updated": now,
                                                          "runs": rows})
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=STATUS_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in STATUS_FIELDS})
-    atomic_write_text(sweep_dir / "runs.csv", out.getvalue())
+    write_csv(sweep_dir / "runs.csv", rows, STATUS_FIELDS)
+    write_sweep_manifest(sweep_dir, [r["run_dir"] for r in rows])
+
+
+def write_sweep_manifest(sweep_dir: Path, run_dirs: list[str], figures: list[dict[str, Any]] | None = None) -> None:
+    """The sweep's section of ``cifarlab report`` (its runs get none of their own). ``figures``: manifest items;
+    None keeps those of the current manifest (figures are drawn once, at the end of a sweep)."""
+    from cifarlab.experiments.compare import sweep_items
+
+    if figures is None:
+        figures = [i for i in getattr(read_manifest(sweep_dir), "items", []) if i["kind"] == "figure"]
+    write_manifest(sweep_dir, "Sweep {path}", sweep_items(sweep_dir) + figures, covers=run_dirs)
 
 
 def spec_dict(spec: SweepSpec) -> dict[str, Any]:
@@ -408,9 +411,9 @@ def run_sweep(
 
         write_results(sweep_dir)
         try:
-            from cifarlab.report.figures import write_sweep_figures
+            from cifarlab.experiments.figures import write_sweep_figures
 
-            write_sweep_figures(sweep_dir)
+            write_sweep_manifest(sweep_dir, [r["run_dir"] for r in ordered], write_sweep_figures(sweep_dir))
         except Exception as exc:  # figures are a convenience: never lose a finished sweep's status over one
             say(f"warning: could not write figures ({type(exc).__name__}: {exc})")
     return SweepResult(sweep_dir, ordered)
@@ -430,7 +433,3 @@ def describe_plan(spec: SweepSpec, out_dir: str | Path = "runs/sweeps") -> list[
     action = {"new": "start", "resume": "resume", "done": "skip (finished)", "diverged": "skip (diverged)"}
     return [{"variant": p.label, "seed": p.seed, "run_dir": str(sweep_dir / p.rel_dir),
              "action": action[run_state(sweep_dir / p.rel_dir, p.config)]} for p in expand(spec)]
-
-
-def dump_yaml(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False)

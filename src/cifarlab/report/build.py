@@ -1,8 +1,10 @@
 """``cifarlab report DIR``: one self-contained HTML page (PNG figures inlined as base64 data: URIs, inline CSS,
-no external assets) plus a Markdown twin, with every table and figure of the sweeps and runs under DIR.
+no external assets) plus a Markdown twin, with every table and figure of the producer folders under DIR.
 
-A sweep is a folder with ``sweep_status.json``; a single run is a folder with ``summary.json`` outside any sweep.
-Figures are recomputed from the run files, so a report is always current.
+Each producer (a sweep, an explain folder, a study) lists what it shows in its ``manifest.json``
+(:mod:`cifarlab.manifest`); the report reads manifests and knows no producer's file names. Two fallbacks remain
+for folders written before their producer wrote manifests: a run directory (``summary.json``; its figures are
+drawn from the run files) and a ``cifarlab bn-study`` folder.
 """
 
 from __future__ import annotations
@@ -15,19 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarlab.engine.checkpoint import atomic_write_bytes, atomic_write_text
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments.compare import (
-    TABLE_CAPTION,
-    aggregate,
-    best_variant,
-    failures,
-    fmt_stat,
-    load_runs,
-    markdown_table,
-    table_rows,
-)
-from cifarlab.report.figures import FigureOut, run_figures, sweep_figures
+from cifarlab.experiments.compare import markdown_table
+from cifarlab.io import atomic_write_bytes, atomic_write_text
+from cifarlab.manifest import Manifest, find_manifests, read_manifest
+from cifarlab.plotting import FigureOut
 
 
 @dataclass
@@ -42,29 +36,69 @@ class Table:
 @dataclass
 class Section:
     title: str
-    kind: str  # "sweep" or "run"
     path: Path
     text: list[str] = field(default_factory=list)  # paragraphs (plain text)
     tables: list[Table] = field(default_factory=list)
     figures: list[FigureOut] = field(default_factory=list)
 
 
-def is_bn_study(folder: Path) -> bool:
-    """A `cifarlab bn-study` output folder (its summary.json describes a study, not one training run)."""
-    return (folder / "settings.yaml").is_file() and (folder / "summary.json").is_file() and \
-        "interpretation" in json.loads((folder / "summary.json").read_text())
+def _rel(folder: Path, root: Path) -> str:
+    return str(folder.relative_to(root) if folder != root else Path(folder.name))
 
 
-def find_targets(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """Sweep folders, bn-study folders and stand-alone run folders under ``root`` (root itself may be any)."""
-    sweeps = sorted({p.parent for p in root.rglob("sweep_status.json")})
-    studies = sorted({p.parent for p in root.rglob("summary.json") if is_bn_study(p.parent)})
-    runs = []
+def add_items(sec: Section, m: Manifest, prefix: str = "") -> None:
+    """Append a manifest's paragraphs, tables and figures (those whose PNG exists) to ``sec``."""
+    for item in m.items:
+        if item["kind"] == "text":
+            sec.text.append(item["text"])
+        elif item["kind"] == "table":
+            sec.tables.append(Table(item["title"], item["caption"], item["header"], item["rows"],
+                                    item.get("numeric", True)))
+        elif (m.folder / item["path"]).is_file():
+            png = (m.folder / item["path"]).read_bytes()
+            sec.figures.append(FigureOut(prefix + Path(item["path"]).stem, item["title"], item["caption"], png))
+
+
+def manifest_section(m: Manifest, root: Path) -> Section:
+    sec = Section(m.title.replace("{path}", _rel(m.folder, root)), m.folder)
+    add_items(sec, m)
+    return sec
+
+
+def collect_sections(root: Path) -> list[Section]:
+    """One section per producer folder under ``root`` (path order); ``extends`` manifests join their parent's."""
+    manifests = find_manifests(root)
+    studies = [p.parent for p in sorted(root.rglob("summary.json")) if is_bn_study(p.parent)]  # legacy
+    covered = {Path(os.path.normpath(m.folder / c)) for m in manifests for c in m.covers} | set(studies)
+
+    def hidden(folder: Path) -> bool:
+        return any(folder == c or c in folder.parents for c in covered)
+
+    sections = {m.folder: manifest_section(m, root) for m in manifests if not m.extends and not hidden(m.folder)}
+    for study in studies:
+        if study not in sections and not any(s in study.parents for s in studies):
+            sections[study] = bn_study_section(study, root)
     for summary in sorted(root.rglob("summary.json")):
         run = summary.parent
-        if not any(s == run or s in run.parents for s in [*sweeps, *studies]):
-            runs.append(run)
-    return sweeps, studies, runs
+        if run not in sections and not hidden(run) and read_manifest(run) is None:
+            sections[run] = run_section(run, root)
+    for m in (m for m in manifests if m.extends):
+        target = Path(os.path.normpath(m.folder / m.extends))
+        if target in sections:
+            add_items(sections[target], m, prefix=f"{m.folder.name}_")
+        elif not hidden(target) and not hidden(m.folder):
+            sections[m.folder] = manifest_section(m, root)
+    return [sections[k] for k in sorted(sections)]
+
+
+# --- fallbacks: folders without a manifest ------------------------------------------------------------------
+
+
+def is_bn_study(folder: Path) -> bool:
+    """A `cifarlab bn-study` output folder without a manifest (its summary.json describes a study)."""
+    if not (folder / "settings.yaml").is_file() or read_manifest(folder) is not None:
+        return False
+    return "interpretation" in json.loads((folder / "summary.json").read_text())
 
 
 BN_FIGURES = [
@@ -80,11 +114,11 @@ BN_FIGURES = [
 
 
 def bn_study_section(study_dir: Path, root: Path) -> Section:
+    """Until bn-study writes its manifest (then this, BN_FIGURES and is_bn_study go)."""
     from cifarlab.analysis.bn_study.interpret import summary_tables
 
     s = json.loads((study_dir / "summary.json").read_text())
-    rel = study_dir.relative_to(root) if study_dir != root else Path(study_dir.name)
-    sec = Section(f"BatchNorm study {rel} ({s.get('scale', '?')} scale)", "bn-study", study_dir)
+    sec = Section(f"BatchNorm study {_rel(study_dir, root)} ({s.get('scale', '?')} scale)", study_dir)
     sec.text.append("Interpretation, generated from the numbers in the tables: " + "; ".join(s["interpretation"]))
     for i, (header, rows) in enumerate(summary_tables(s)):
         title = "Per model" if i == 0 else "Noisy BN"
@@ -97,38 +131,11 @@ def bn_study_section(study_dir: Path, root: Path) -> Section:
     return sec
 
 
-def sweep_section(sweep_dir: Path, root: Path) -> Section:
-    records = load_runs(sweep_dir)
-    variants = aggregate(records)
-    header, rows = table_rows(variants)
-    title = f"Sweep {sweep_dir.relative_to(root) if sweep_dir != root else sweep_dir.name}"
-    sec = Section(title, "sweep", sweep_dir)
-    spec_path = sweep_dir / "sweep.yaml"
-    if spec_path.is_file():
-        import yaml
-
-        spec = yaml.safe_load(spec_path.read_text()) or {}
-        for key in ("description", "reference"):
-            if spec.get(key):
-                sec.text.append(f"{key.capitalize()}: {spec[key]}")
-        sec.text.append(f"Scale: {spec.get('scale') or 'as in base'}; seeds: {spec.get('seeds')}; "
-                        f"{len(variants)} variants, {len(records)} runs.")
-    best = best_variant(variants)
-    if best is not None:
-        sec.text.append(f"Best variant by mean final validation accuracy: {best.variant} "
-                        f"({fmt_stat(best.stats['final_val_acc'], 'acc')} %).")
-    sec.tables.append(Table("Results per variant", TABLE_CAPTION, header, rows))
-    bad = failures(records)
-    if bad:
-        sec.tables.append(Table("Runs that did not finish", "Failed, diverged, interrupted or missing runs; they are "
-                                "left out of the means above. Re-running the sweep retries failed and missing runs "
-                                "and resumes interrupted ones.", ["variant", "seed", "status", "error"],
-                                [[r.variant, str(r.seed), r.status, r.error or ""] for r in bad], numeric=False))
-    sec.figures = sweep_figures(sweep_dir)
-    return sec
-
-
 def run_section(run_dir: Path, root: Path) -> Section:
+    """A run directory: its summary table and figures drawn from its files (until the trainer writes a manifest)."""
+    from cifarlab.experiments.compare import fmt_stat
+    from cifarlab.experiments.figures import run_figures
+
     s = json.loads((run_dir / "summary.json").read_text())
 
     def num(key: str, kind: str) -> str:
@@ -148,118 +155,15 @@ def run_section(run_dir: Path, root: Path) -> Section:
         *([["test acc without TTA (%)", num("test_acc_no_tta", "acc")]] if "test_acc_no_tta" in s else []),
         ["best val epoch", str(s.get("best_epoch", "-"))],
     ]
-    rel = run_dir.relative_to(root) if run_dir != root else Path(run_dir.name)
-    sec = Section(f"Run {rel}", "run", run_dir)
+    sec = Section(f"Run {_rel(run_dir, root)}", run_dir)
     sec.tables.append(Table("Summary", "Final-epoch numbers of this run (accuracies in %); the test set is "
                             f"evaluated once, with the {s.get('test_weights', 'last')} weights.",
                             ["metric", "value"], rows))
     sec.figures = run_figures(run_dir)
-    add_explain(sec, run_dir)  # `cifarlab explain` outputs, when RUN_DIR/explain/ exists (block below)
     return sec
 
 
-# --- cifarlab explain (RUN_DIR/explain/ in a run's section; `explain --compare` folders as sections) -----------
-
-
-def _explain_rows(e: dict[str, Any]) -> list[list[str]]:
-    def get(*keys: str) -> Any:
-        v: Any = e
-        for k in keys:
-            v = v.get(k) if isinstance(v, dict) else None
-        return v
-
-    def num(v: Any, digits: int = 4) -> str:
-        return "-" if not isinstance(v, (int, float)) else f"{v:.{digits}f}"
-
-    rows = [["explained weights", f"{Path(str(e.get('checkpoint', '-'))).name}, epoch {e.get('epoch', '-')}"
-             + (" (EMA/SWA average)" if e.get("averaged_weights") else "")]]
-    if get("mistakes", "test_acc") is not None:
-        rows += [["test accuracy (%), no TTA", num(100 * get("mistakes", "test_acc"), 2)],
-                 ["worst class", str(get("mistakes", "worst_class"))]]
-    if get("gradcam", "method_name"):
-        layer = get("gradcam", "layer")
-        rows.append(["attribution", get("gradcam", "method_name") + (f" at layer {layer}" if layer else "")])
-    if isinstance(get("surface", "grid"), dict):
-        rows += [["loss at the trained weights (training batches)", num(get("surface", "grid", "loss_centre"))],
-                 ["2-D surface min / max", f"{num(get('surface', 'grid', 'loss_min'))} / "
-                  f"{num(get('surface', 'grid', 'loss_max'))}"],
-                 ["max loss rise within half the span (2-D)", num(get("surface", "grid", "max_rise_half_span"))],
-                 ["1-D curvature (quadratic fit)", num(get("surface", "line", "curvature_1d"), 3)]]
-    if get("interp", "loss_at_0") is not None:
-        rows += [["interpolation: loss at start / trained", f"{num(get('interp', 'loss_at_0'))} / "
-                  f"{num(get('interp', 'loss_at_1'))}"],
-                 ["interpolation barrier (at α)", f"{num(get('interp', 'barrier'))} "
-                  f"({num(get('interp', 'barrier_alpha'), 2)})"]]
-    return rows
-
-
-def add_explain(sec: Section, run_dir: Path) -> None:
-    """Append the numbers, structure table and figures of ``RUN_DIR/explain/`` to a run's section."""
-    from cifarlab.analysis.explain.explain import check_figures
-
-    folder = run_dir / "explain"
-    if not (folder / "explain.json").is_file():
-        return
-    e = json.loads((folder / "explain.json").read_text())
-    sec.tables.append(Table("What the model learned (cifarlab explain)", "Numbers from explain/explain.json: "
-                            "surfaces and interpolation on fixed training batches in eval mode (Li et al. 2018 "
-                            "filter-normalised directions); accuracy on the test split.", ["metric", "value"],
-                            _explain_rows(e), numeric=False))
-    structure = folder / "structure.csv"
-    if structure.is_file():
-        import csv
-
-        rows = list(csv.reader(structure.read_text().splitlines()))
-        if 1 < len(rows) <= 41:
-            sec.tables.append(Table(f"Structure of {e.get('model', '?')}", "Every layer as called in the forward "
-                                    "pass: output shape for one image, trainable parameters.", rows[0],
-                                    [[*r[:3], f"{int(r[3]):,}"] for r in rows[1:]], numeric=False))
-    # explain's confusion matrix repeats the run's own unless its predictions differ (other weights, or the run
-    # used test-time augmentation, which explain does not): then both are shown.
-    run_confusion = json.loads((run_dir / "summary.json").read_text()).get("confusion")
-    repeated = run_confusion is not None and (e.get("mistakes") or {}).get("confusion") == run_confusion
-    for path, title, caption in check_figures(folder):
-        if repeated and path.name == "confusion.png":
-            continue
-        sec.figures.append(FigureOut(f"explain_{path.stem}", f"{title}: {run_dir.name}", caption, path.read_bytes()))
-
-
-def find_explain_compares(root: Path) -> list[Path]:
-    """Folders written by ``cifarlab explain --compare`` under ``root``."""
-    found = []
-    for path in sorted(root.rglob("compare.json")):
-        try:
-            if json.loads(path.read_text()).get("kind") == "cifarlab-explain-compare":
-                found.append(path.parent)
-        except (OSError, ValueError, AttributeError):
-            continue
-    return found
-
-
-def explain_compare_section(folder: Path, root: Path) -> Section:
-    from cifarlab.analysis.explain.compare import check_compare_figures
-
-    c = json.loads((folder / "compare.json").read_text())
-    rel = folder.relative_to(root) if folder != root else Path(folder.name)
-    sec = Section(f"Loss surfaces compared: {' vs '.join(c.get('labels', []))} ({rel})", "explain-compare", folder)
-
-    def num(v: Any) -> str:
-        return "-" if not isinstance(v, (int, float)) else f"{v:.4f}"
-
-    lo, hi = (c.get("display_range") or [None, None])[:2]
-    sec.text.append(f"Directions: {c.get('directions', '?')}. Shared scale for both runs: {num(lo)} .. {num(hi)}.")
-    rows = [[r["label"], num(r["grid"].get("loss_centre")), num(r["grid"].get("loss_max")),
-             num(r["grid"].get("max_rise_half_span")), num(r["line"].get("curvature_1d"))]
-            for r in c.get("per_run", [])]
-    sec.tables.append(Table("Surface numbers", "Loss at the trained weights, 2-D maximum, largest rise within half "
-                            "the span, 1-D curvature; same coordinates, seed and batch count for both runs.",
-                            ["run", "loss at centre", "2-D max", "max rise (r = span/2)", "1-D curvature"], rows))
-    for path, title, caption in check_compare_figures(folder):
-        sec.figures.append(FigureOut(path.stem, title, caption, path.read_bytes()))
-    return sec
-
-
-# --- end cifarlab explain ----------------------------------------------------------------------------------------
+# --- rendering ------------------------------------------------------------------------------------------------
 
 
 CSS = """
@@ -336,12 +240,9 @@ def build_report(root: str | Path, out: str | Path | None = None, title: str | N
     root = Path(root)
     if not root.is_dir():
         raise CifarlabError(f"report: '{root}' is not a directory")
-    sweeps, studies, runs = find_targets(root)
-    if not sweeps and not studies and not runs:
-        raise CifarlabError(f"report: no sweeps (sweep_status.json) or runs (summary.json) under '{root}'")
-    sections = ([sweep_section(s, root) for s in sweeps] + [bn_study_section(s, root) for s in studies]
-                + [run_section(r, root) for r in runs])
-    sections += [explain_compare_section(c, root) for c in find_explain_compares(root)]  # cifarlab explain
+    sections = collect_sections(root)
+    if not sections:
+        raise CifarlabError(f"report: no sweeps, studies or runs (manifest.json or summary.json) under '{root}'")
     html_path = Path(out) if out else root / "report.html"
     if html_path.suffix.lower() not in (".html", ".htm"):
         html_path = html_path.with_suffix(".html")

@@ -20,23 +20,17 @@ from typing import Any
 import numpy as np
 
 from cifarlab.analysis.explain.explain import compute_surfaces
-from cifarlab.analysis.explain.plots import fmt, json_safe, new_figure, save_npz, save_png
+from cifarlab.analysis.explain.plots import fmt, new_figure, save_npz, save_png
 from cifarlab.analysis.explain.runs import load_run, load_splits, training_batches
+from cifarlab.analysis.explain.sections import write_compare_manifest
 from cifarlab.analysis.explain.settings import ExplainSettings
 from cifarlab.analysis.explain.surface import display_range, draw_contour, draw_surface3d, weight_shapes
 from cifarlab.data import CifarArrays
-from cifarlab.engine.checkpoint import atomic_write_json
 from cifarlab.errors import ConfigError
+from cifarlab.io import atomic_write_json, json_safe
 
 COLORS = ("tab:green", "tab:red")  # the bn-study colours: first run green, second red
 
-COMPARE_FIGURES: list[tuple[str, str, str]] = [
-    ("compare_1d.png", "1-D loss of both runs", "Li et al. 2018: loss along one filter-normalised random direction "
-     "of each run, on the same axes (α = 0: trained weights)."),
-    ("compare_2d_contour.png", "2-D loss surfaces side by side", "Same coordinates, same contour levels and colour "
-     "scale for both runs; values above the scale maximum are clipped."),
-    ("compare_2d_3d.png", "3-D loss surfaces side by side", "The same surfaces as 3-D plots with the same z-range."),
-]
 
 
 def default_compare_dir(run_a: Path, run_b: Path) -> Path:
@@ -97,6 +91,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, settings: ExplainSettings
     }
     summary = json_safe(summary)
     atomic_write_json(folder / "compare.json", summary)
+    write_compare_manifest(folder, summary)
     return summary
 
 
@@ -134,9 +129,4 @@ def _plot(folder: Path, labels: list[str], results: list[dict[str, Any]], vmin: 
     save_png(fig, folder / "compare_2d_3d.png", tight=False)
 
 
-def check_compare_figures(folder: Path) -> list[tuple[Path, str, str]]:
-    return [(folder / name, title, caption) for name, title, caption in COMPARE_FIGURES
-            if (folder / name).is_file()]
-
-
-__all__ = ["COMPARE_FIGURES", "check_compare_figures", "compare_runs", "default_compare_dir"]
+__all__ = ["compare_runs", "default_compare_dir"]

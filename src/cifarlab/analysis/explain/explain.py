@@ -37,7 +37,7 @@ from cifarlab.analysis.explain.mistakes import (
     plot_mistakes,
     predict,
 )
-from cifarlab.analysis.explain.plots import fmt, json_safe, new_figure, save_npz, save_png
+from cifarlab.analysis.explain.plots import fmt, new_figure, save_npz, save_png
 from cifarlab.analysis.explain.runs import (
     LoadedRun,
     load_endpoint,
@@ -46,6 +46,7 @@ from cifarlab.analysis.explain.runs import (
     sample_indices,
     training_batches,
 )
+from cifarlab.analysis.explain.sections import write_explain_manifest
 from cifarlab.analysis.explain.settings import ExplainSettings
 from cifarlab.analysis.explain.structure import write_structure
 from cifarlab.analysis.explain.surface import (
@@ -66,37 +67,11 @@ from cifarlab.analysis.explain.surface import (
     loss_line,
 )
 from cifarlab.data import CLASSES, CifarArrays, Splits
-from cifarlab.engine.checkpoint import atomic_write_json
+from cifarlab.io import atomic_write_json, json_safe
 
 Log = Callable[[str], None]
 
 # (file in RUN_DIR/explain, title, caption): the order and words of the report's explain figures.
-FIGURES: list[tuple[str, str, str]] = [
-    ("structure.png", "Network structure", "Trainable parameters of every layer (log scale) with its output shape "
-     "C x H x W for one 32x32 image; the full table is explain/structure.md."),
-    ("filters_first_layer.png", "First-layer filters", "Every filter of the first convolution as a small RGB image, "
-     "each scaled to its own min..max: colour and edge detectors appear as the model trains."),
-    ("filters_deep.png", "Deeper filters", "Per-filter L2 norms of every later convolution (box: quartiles, "
-     "whiskers: range without outliers) and mean |weight| per kernel tap."),
-    ("feature_maps.png", "Feature maps", "For a few test images, the most active channels at the end of each "
-     "resolution stage (each tile scaled to its own range)."),
-    ("attribution_gradcam.png", "Grad-CAM", "Captum LayerGradCam (ReLU on the map, bilinear upsampling to 32x32) "
-     "for the predicted class of random test images; red titles are mistakes."),
-    ("attribution_saliency.png", "Saliency", "Captum Saliency: |d logit / d pixel|, max over colour channels."),
-    ("attribution_ig.png", "Integrated gradients", "Captum IntegratedGradients from the data-set mean image: "
-     "|attribution| summed over colour channels."),
-    ("mistakes.png", "Most confident mistakes", "Test images the model gets wrong with the highest confidence."),
-    ("confusion.png", "Confusion matrix and per-class accuracy of the explained weights", "On the test split, "
-     "recomputed by explain from the explained checkpoint (no test-time augmentation): rows are true classes, "
-     "normalised to 1."),
-    ("surface_1d.png", "Loss along a random direction (1-D)", "Li et al. 2018: cross-entropy (eval mode, training "
-     "batches) at w + α d with d filter-normalised; α = 0 is the trained model."),
-    ("surface_2d_contour.png", "Loss surface (2-D contour)", "Loss at w + α d1 + β d2 over two filter-normalised "
-     "random directions; the star is the trained model; drawn values clipped at the colour-scale maximum."),
-    ("surface_2d_3d.png", "Loss surface (3-D)", "The same 2-D surface as a 3-D plot (same clipping)."),
-    ("interpolation.png", "Linear interpolation", "Loss and accuracy on training batches along "
-     "(1 - α) θ_start + α θ_trained (Goodfellow et al. 2015); α = 0 the start (default: the run's seeded init)."),
-]
 
 
 def _log_default(_line: str) -> None:
@@ -302,14 +277,11 @@ def explain_run(run_dir: str | Path, settings: ExplainSettings | None = None, *,
     summary["timings_s"] = timings
     summary["total_s"] = round(time.perf_counter() - t_start, 2)
     summary["classes"] = list(CLASSES)
-    atomic_write_json(out / "explain.json", json_safe(summary))
+    summary = json_safe(summary)
+    atomic_write_json(out / "explain.json", summary)
+    write_explain_manifest(out, run.run_dir, summary)
     return summary
 
 
-def check_figures(folder: Path) -> list[tuple[Path, str, str]]:
-    """The explain figures present in ``folder``, in report order, as (path, title, caption)."""
-    return [(folder / name, title, caption) for name, title, caption in FIGURES if (folder / name).is_file()]
-
-
-__all__ = ["FIGURES", "check_figures", "compute_surfaces", "explain_run"]
+__all__ = ["compute_surfaces", "explain_run"]
 

@@ -3,7 +3,6 @@ backend switch, as report/figures.py), every file written atomically (temporary 
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarlab.engine.checkpoint import atomic_write_bytes, atomic_write_text
+from cifarlab.io import atomic_write_bytes
 from cifarlab.plotting import new_figure, png_bytes
 
 
@@ -25,15 +24,6 @@ def save_npz(path: str | Path, **arrays: Any) -> Path:
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
     atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
-
-
-def save_csv(path: str | Path, header: list[str], rows: list[list[Any]]) -> Path:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())
     return Path(path)
 
 
@@ -68,19 +58,6 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def json_safe(obj: Any) -> Any:
-    """NaN/inf -> null (not JSON), numpy scalars -> Python numbers, tuples -> lists, keys -> str."""
-    if isinstance(obj, (np.floating, np.integer)):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 def feature_cmap(name: str = "viridis") -> Any:
     """A colour map whose NaN ("bad") colour is white: the gaps of a ``mosaic``."""
     from matplotlib import colormaps
@@ -88,5 +65,4 @@ def feature_cmap(name: str = "viridis") -> Any:
     return colormaps[name].with_extremes(bad="white")
 
 
-__all__ = ["feature_cmap", "fmt", "json_safe", "mosaic", "new_figure", "save_csv", "save_npz", "save_png", "to_hwc",
-           "unit_range"]
+__all__ = ["feature_cmap", "fmt", "mosaic", "new_figure", "save_npz", "save_png", "to_hwc", "unit_range"]

@@ -8,17 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from cifarlab.analysis.explain.plots import new_figure, save_csv, save_png
-from cifarlab.engine.checkpoint import atomic_write_text
+from cifarlab.analysis.explain.plots import new_figure, save_png
+from cifarlab.io import atomic_write_text, write_csv
 from cifarlab.models import create
 from cifarlab.models.summary import count_macs, format_layer_table, layer_table
 
 MAX_BARS = 50
-
-
-def structure_rows(model_name: str, options: dict[str, Any]) -> list[dict[str, Any]]:
-    """The layer table of the registered model (built on the CPU: the structure does not depend on weights)."""
-    return layer_table(create(model_name, **options))
 
 
 def _shape(row: dict[str, Any]) -> str:
@@ -57,7 +52,7 @@ def write_structure(model_name: str, options: dict[str, Any], folder: Path) -> d
     md += [f"| {n} | {t} | {s} | {p:,} |" for n, t, s, p in body]
     md += ["", "```", format_layer_table(rows), "```", ""]
     atomic_write_text(folder / "structure.md", "\n".join(md))
-    save_csv(folder / "structure.csv", header, body)
+    write_csv(folder / "structure.csv", [dict(zip(header, r)) for r in body], header)
 
     shown = group_rows(rows)
     fig = new_figure(10, max(3.0, 0.24 * len(shown) + 1.4))
@@ -80,4 +75,4 @@ def write_structure(model_name: str, options: dict[str, Any], folder: Path) -> d
     return {"model": model_name, "params": total, "macs": macs, "layers": len(rows)}
 
 
-__all__ = ["group_rows", "structure_rows", "write_structure"]
+__all__ = ["group_rows", "write_structure"]

@@ -1,7 +1,7 @@
-"""``cifarlab sweep`` and ``cifarlab report``: parsers and handlers, wired into cifarlab/cli.py's COMMANDS.
+"""``cifarlab sweep``, ``cifarlab report`` and ``cifarlab bench``: parsers and handlers.
 
-User mistakes raise ``ConfigError``/``CifarlabError`` (the main CLI prints them as one line, exit 2).
-``cmd_sweep`` returns 0 when every run finished, 1 when some failed or diverged, 130 when interrupted.
+User mistakes raise ``ConfigError``/``CifarlabError`` (one line, exit 2). ``cmd_sweep`` returns 0 when every run
+finished, 1 when some failed or diverged, 130 when interrupted.
 """
 
 from __future__ import annotations

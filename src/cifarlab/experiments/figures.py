@@ -1,4 +1,5 @@
-"""Figures of sweeps and runs, as PNG bytes with a title and caption (the report embeds them as they are).
+"""Figures of sweeps and runs, as PNG bytes with a title and caption (sweeps write them and list them in their
+manifest; the report draws those of a run directory without a manifest).
 
 matplotlib's Agg canvas is used directly (no pyplot, no global backend switch): safe in headless runs, in Ray
 workers and in processes that use another backend.
@@ -7,24 +8,15 @@ workers and in processes that use another backend.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifarlab.engine.checkpoint import atomic_write_bytes
 from cifarlab.experiments.compare import RunRecord, VariantStats, aggregate, best_variant, load_runs
-from cifarlab.plotting import draw_confusion, new_figure, png_bytes
+from cifarlab.io import atomic_write_bytes
+from cifarlab.plotting import FigureOut, draw_confusion, new_figure, png_bytes
 
 CURVES = (("train_loss", "train loss"), ("train_acc", "train accuracy"), ("val_loss", "validation loss"),
           ("val_acc", "validation accuracy"))
-
-
-@dataclass
-class FigureOut:
-    name: str  # file stem, e.g. "convergence"
-    title: str
-    caption: str
-    png: bytes
 
 
 def _colors(n: int) -> list[Any]:
@@ -166,11 +158,12 @@ def run_figures(run_dir: str | Path) -> list[FigureOut]:
     return [f for f in figs if f is not None]
 
 
-def write_sweep_figures(sweep_dir: str | Path) -> list[Path]:
-    """Write the sweep's figures as ``<sweep>/figures/<name>.png`` (atomic); return their paths."""
-    paths = []
+def write_sweep_figures(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Write the sweep's figures as ``<sweep>/figures/<name>.png`` (atomic); return them as manifest items."""
+    from cifarlab.manifest import figure
+
+    items = []
     for fig in sweep_figures(sweep_dir):
-        path = Path(sweep_dir) / "figures" / f"{fig.name}.png"
-        atomic_write_bytes(path, fig.png)
-        paths.append(path)
-    return paths
+        atomic_write_bytes(Path(sweep_dir) / "figures" / f"{fig.name}.png", fig.png)
+        items.append(figure(f"figures/{fig.name}.png", fig.title, fig.caption))
+    return items

@@ -1,0 +1,175 @@
+"""``cifarlab train``, ``cifarlab config`` (same arguments) and ``cifarlab eval``: parsers and handlers; torch is
+imported only when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one model (config: defaults < --preset < -c FILE < key=value overrides)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="overrides: any config key, dotted, e.g. optim.lr=0.01 train.epochs=5 model.options.width_mult=0.5\n"
+        "see `cifarlab config --preset quick` for every key and its value",
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--preset", help="start from a shipped preset (see `cifarlab presets`)")
+    p.add_argument("-c", "--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)")
+    p.add_argument("--data-dir", help="where CIFAR-10 is (or goes): folder, extracted folder or .tar.gz "
+                   "[data.dir; default $CIFARLAB_DATA or ~/.cache/cifarlab]")
+    p.add_argument("--subset", type=int, help="train on N training images only [data.subset]")
+    p.add_argument("--epochs", type=int, help="[train.epochs]")
+    p.add_argument("--seed", type=int, help="[train.seed]")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N [train.device]")
+    p.add_argument("--name", help="run name [name]")
+    p.add_argument("--out", help="parent folder of run directories [out_dir; default runs]")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from cifarlab.config import load_config
+
+    flag_overrides = []
+    for flag, key in (("data_dir", "data.dir"), ("subset", "data.subset"), ("epochs", "train.epochs"),
+                      ("seed", "train.seed"), ("device", "train.device"), ("name", "name"), ("out", "out_dir")):
+        value = getattr(args, flag)
+        if value is not None:
+            flag_overrides.append(f"{key}={json.dumps(value)}")
+    return load_config(args.preset, args.config, flag_overrides + list(args.overrides))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cifarlab.config import config_from_dict, deep_merge, parse_override, to_dict
+    from cifarlab.engine.rundir import default_run_name, load_run_config
+    from cifarlab.engine.trainer import Trainer
+    from cifarlab.errors import ConfigError
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.preset or args.config:
+            raise ConfigError("--resume continues a run with its own config.yaml; drop --preset/-c")
+        cfg = load_run_config(run_dir)
+        extra = {k: v for k, v in (("train.epochs", args.epochs), ("train.device", args.device)) if v is not None}
+        merged = to_dict(cfg)
+        for text in [f"{k}={v}" for k, v in extra.items()] + list(args.overrides):
+            merged = deep_merge(merged, parse_override(text))
+        cfg = config_from_dict(merged)
+    else:
+        cfg = _train_config(args)
+        if not cfg.name:
+            cfg.name = default_run_name(cfg, args.preset)
+        run_dir = Path(cfg.out_dir) / cfg.name
+    progress = False if args.quiet else None
+    trainer = Trainer(cfg, run_dir, resume=bool(args.resume), progress=progress)
+    print(f"run directory: {trainer.run_dir}", file=sys.stderr)
+    try:
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: cifarlab train --resume {trainer.run_dir}", file=sys.stderr)
+        return 130
+    _print_summary(summary)
+    if summary["status"] == "diverged":
+        print(f"cifarlab: error: run diverged ({summary.get('error')}); see {trainer.run_dir}/summary.json. "
+              "Lower optim.lr or enable optim.grad_clip.", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _tested_weights(summary: dict[str, Any]) -> str:
+    """E.g. "last weights", "best weights, EMA, TTA flip": what exactly the test accuracy was measured on."""
+    parts = [f"{summary.get('test_weights', '-')} weights"]
+    if summary.get("averaged"):
+        parts.append(str(summary["averaged"]).upper())
+    if summary.get("tta") not in (None, "none"):
+        parts.append(f"TTA {summary['tta']}")
+    return ", ".join(parts)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(v: Any) -> str:
+        return f"{100 * v:.2f} %" if isinstance(v, float) else "-"
+
+    def num(v: Any, fmt: str = ".4f") -> str:
+        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+    table = Table(title=f"run {summary['run']} ({summary['status']})", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("model", summary["model"]),
+        ("parameters", f"{summary['params']:,}"),
+        ("MACs / image", f"{summary['macs'] / 1e6:,.1f} M"),
+        ("device", summary["device"]),
+        ("train / val / test images", f"{summary['train_images']:,} / {summary['val_images']:,} / "
+                                      f"{summary['test_images']:,}"),
+        ("epochs run", f"{summary['epochs_run']} of {summary['epochs_planned']}"),
+        ("train time", f"{summary['train_time_s']:.1f} s ({num(summary['s_per_epoch'], '.1f')} s/epoch)"),
+        ("best val acc (epoch)", f"{pct(summary['best_val_acc'])} ({summary['best_epoch']})"),
+        ("final train loss / acc", f"{num(summary.get('final_train_loss'))} / {pct(summary.get('final_train_acc'))}"),
+        ("final val loss / acc", f"{num(summary.get('final_val_loss'))} / {pct(summary.get('final_val_acc'))}"),
+        (f"test loss / acc ({_tested_weights(summary)})",
+         f"{num(summary.get('test_loss'))} / {pct(summary.get('test_acc'))}"),
+    ]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    Console(stderr=False).print(table)
+
+
+def add_config_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="print the resolved config (same arguments as train)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--preset")
+    p.add_argument("-c", "--config", action="append", default=[], metavar="FILE")
+    for flag in ("--data-dir", "--device", "--name", "--out"):
+        p.add_argument(flag)
+    for flag in ("--subset", "--epochs", "--seed"):
+        p.add_argument(flag, type=int)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cifarlab.config import to_dict
+
+    print(yaml.safe_dump(to_dict(_train_config(args)), sort_keys=False), end="")
+    return 0
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a run directory or checkpoint on the test set")
+    p.add_argument("target", metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("--weights", choices=["last", "best"], default="last", help="which checkpoint of a run dir")
+    p.add_argument("--data-dir", help="where CIFAR-10 is (default: the run's data.dir)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cifarlab.engine.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.target, weights=args.weights, data_dir=args.data_dir, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['checkpoint']} on {result['test_images']:,} test images")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    for name, acc in result["per_class_acc"].items():
+        table.add_row(name, f"{100 * acc:.2f} %")
+    table.add_row("[bold]all[/bold]", f"[bold]{100 * result['test_acc']:.2f} %[/bold]")
+    Console().print(table)
+    print(f"test loss {result['test_loss']:.4f}  test accuracy {100 * result['test_acc']:.2f} %")
+    return 0
