@@ -15,12 +15,7 @@ BOTTOM = {"cifarlab", "cifarlab.errors", "cifarlab.io", "cifarlab.config", "cifa
 # Upward imports in files owned elsewhere, to be removed there: (importer, imported)
 KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 # Cycles in files owned elsewhere (function-level imports count: they make the modules one unit)
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # bn_study (lead's): plots imports study.write_csv; study imports interpret and plots, interpret imports plots
-    # (both in functions). plots importing write_csv from cifarlab.io instead breaks the cycle.
-    frozenset({"cifarlab.analysis.bn_study.interpret", "cifarlab.analysis.bn_study.plots",
-               "cifarlab.analysis.bn_study.study"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def module_name(path: Path) -> str:

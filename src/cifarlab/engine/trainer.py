@@ -45,12 +45,13 @@ from cifarlab.engine.build import (
     unwrap,
 )
 from cifarlab.engine.callbacks import Callback, CallbackList, StepContext, default_callbacks
-from cifarlab.engine.checkpoint import atomic_write_json, atomic_write_yaml, load_checkpoint, save_checkpoint
+from cifarlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cifarlab.engine.environment import environment_info, resolve_device
 from cifarlab.engine.evaluate import EvalResult, averaged_state, evaluate
 from cifarlab.engine.metrics import MetricsWriter
 from cifarlab.engine.rundir import check_same_run, finished_summary, prepare_run_dir
 from cifarlab.engine.schedules import plot_lr
+from cifarlab.io import atomic_write_json, atomic_write_yaml, json_safe
 from cifarlab.models.protocol import DataInit
 from cifarlab.models.summary import count_macs, count_params
 
@@ -397,7 +398,7 @@ class Trainer:
         if self.status == "diverged":
             summary["status"], summary["error"] = "diverged", self.error
         self.callbacks.call("on_fit_end", self, summary)
-        summary = _json_safe(summary)  # the returned summary is exactly what is on disk
+        summary = json_safe(summary)  # the returned summary is exactly what is on disk
         atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
 
@@ -444,17 +445,6 @@ class Trainer:
             plot_lr(self.run_dir)
         except Exception as exc:  # a figure is a convenience: never lose a finished run over it
             tqdm.write(f"cifarlab: warning: could not write lr.png ({type(exc).__name__}: {exc})")
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf are not JSON: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False, data: CifarArrays | None = None,

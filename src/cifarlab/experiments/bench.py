@@ -37,8 +37,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from cifarlab.config import load_config
 from cifarlab.data import CIFAR10_MEAN, CIFAR10_STD, CifarArrays
-from cifarlab.engine.checkpoint import atomic_write_json
 from cifarlab.engine.environment import environment_info
+from cifarlab.io import atomic_write_json
 from cifarlab.models import count_macs
 
 Log = Callable[[str], None]

@@ -2,9 +2,8 @@
 no external assets) plus a Markdown twin, with every table and figure of the producer folders under DIR.
 
 Each producer (a sweep, an explain folder, a study) lists what it shows in its ``manifest.json``
-(:mod:`cifarlab.manifest`); the report reads manifests and knows no producer's file names. Two fallbacks remain
-for folders written before their producer wrote manifests: a run directory (``summary.json``; its figures are
-drawn from the run files) and a ``cifarlab bn-study`` folder.
+(:mod:`cifarlab.manifest`); the report reads manifests and knows no producer's file names. One fallback remains:
+a run directory without a manifest (``config.yaml`` + ``summary.json``; its figures are drawn from its files).
 """
 
 from __future__ import annotations
@@ -68,19 +67,15 @@ def manifest_section(m: Manifest, root: Path) -> Section:
 def collect_sections(root: Path) -> list[Section]:
     """One section per producer folder under ``root`` (path order); ``extends`` manifests join their parent's."""
     manifests = find_manifests(root)
-    studies = [p.parent for p in sorted(root.rglob("summary.json")) if is_bn_study(p.parent)]  # legacy
-    covered = {Path(os.path.normpath(m.folder / c)) for m in manifests for c in m.covers} | set(studies)
+    covered = {Path(os.path.normpath(m.folder / c)) for m in manifests for c in m.covers}
 
     def hidden(folder: Path) -> bool:
         return any(folder == c or c in folder.parents for c in covered)
 
     sections = {m.folder: manifest_section(m, root) for m in manifests if not m.extends and not hidden(m.folder)}
-    for study in studies:
-        if study not in sections and not any(s in study.parents for s in studies):
-            sections[study] = bn_study_section(study, root)
     for summary in sorted(root.rglob("summary.json")):
         run = summary.parent
-        if run not in sections and not hidden(run) and read_manifest(run) is None:
+        if run not in sections and not hidden(run) and read_manifest(run) is None and (run / "config.yaml").is_file():
             sections[run] = run_section(run, root)
     for m in (m for m in manifests if m.extends):
         target = Path(os.path.normpath(m.folder / m.extends))
@@ -92,43 +87,6 @@ def collect_sections(root: Path) -> list[Section]:
 
 
 # --- fallbacks: folders without a manifest ------------------------------------------------------------------
-
-
-def is_bn_study(folder: Path) -> bool:
-    """A `cifarlab bn-study` output folder without a manifest (its summary.json describes a study)."""
-    if not (folder / "settings.yaml").is_file() or read_manifest(folder) is not None:
-        return False
-    return "interpretation" in json.loads((folder / "summary.json").read_text())
-
-
-BN_FIGURES = [
-    ("train/curves.png", "VGG-A vs VGG-A+BN training", "Training loss and accuracy vs step at each learning rate."),
-    ("band/band.png", "Loss band over learning rates", "At each step, min and max of the training loss over the "
-     "learning rates (course protocol); standard VGG-A green, with BN red."),
-    ("landscape/landscape.png", "Santurkar et al. Fig. 4", "Loss landscape, gradient predictiveness and effective "
-     "β-smoothness along the gradient, η in [0.5, 4] x lr, probed every k steps."),
-    ("ics/ics.png", "Internal covariate shift (Def. 2.1)", "‖G − G′‖₂ and cos(G, G′) per probed layer."),
-    ("noisy/curves.png", "Noisy BN (Algorithm 1)", "BN followed by random per-step shift/scale noise vs BN and "
-     "standard VGG-A."),
-]
-
-
-def bn_study_section(study_dir: Path, root: Path) -> Section:
-    """Until bn-study writes its manifest (then this, BN_FIGURES and is_bn_study go)."""
-    from cifarlab.analysis.bn_study.interpret import summary_tables
-
-    s = json.loads((study_dir / "summary.json").read_text())
-    sec = Section(f"BatchNorm study {_rel(study_dir, root)} ({s.get('scale', '?')} scale)", study_dir)
-    sec.text.append("Interpretation, generated from the numbers in the tables: " + "; ".join(s["interpretation"]))
-    for i, (header, rows) in enumerate(summary_tables(s)):
-        title = "Per model" if i == 0 else "Noisy BN"
-        sec.tables.append(Table(title, "Means over probed steps; β = effective smoothness; accuracies on the "
-                                "test set, evaluated once at the end of each training.", header, rows))
-    for rel_png, title, caption in BN_FIGURES:
-        png = study_dir / rel_png
-        if png.is_file():
-            sec.figures.append(FigureOut(Path(rel_png).parent.name, title, caption, png.read_bytes()))
-    return sec
 
 
 def run_section(run_dir: Path, root: Path) -> Section:

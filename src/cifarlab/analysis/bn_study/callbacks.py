@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from cifarlab.analysis.bn_study.ics import ics_measure, layer_groups, snapshot_params
 from cifarlab.analysis.bn_study.probes import named_trainable, probe_step
 from cifarlab.engine.callbacks import Callback, StepContext
-from cifarlab.engine.checkpoint import atomic_write_json
 from cifarlab.errors import ConfigError
+from cifarlab.io import atomic_write_json
 
 
 class _Recorder(Callback):

@@ -7,7 +7,6 @@ values being compared, so a run where BN does not help says so.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,24 +182,3 @@ def to_markdown(summary: dict[str, Any]) -> str:
     if "wall_seconds" in summary:
         lines += ["", f"Wall time of this invocation: {summary['wall_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
-
-
-def report_section(out_dir: str | Path, level: int = 2) -> str:
-    """Markdown section for a report: the summary table, the interpretation and links to the figures.
-
-    Reads ``summary.json`` of a finished study folder; figures are linked relative to ``out_dir``.
-    """
-    import json
-
-    out = Path(out_dir)
-    path = out / "summary.json"
-    if not path.is_file():
-        return f"{'#' * level} BatchNorm study\n\nNo bn-study results in {out} (run `cifarlab bn-study`).\n"
-    summary = json.loads(path.read_text())
-    body = to_markdown(summary).split("\n", 2)[2]  # drop the document title, keep the table onward
-    figures = [("train/curves.png", "VGG-A vs VGG-A+BN training"), ("band/band.png", "loss band over LRs"),
-               ("landscape/landscape.png", "Fig. 4: landscape, predictiveness, beta-smoothness"),
-               ("ics/ics.png", "internal covariate shift"), ("noisy/curves.png", "noisy BN")]
-    links = [f"![{caption}]({rel})" for rel, caption in figures if (out / rel).is_file()]
-    return (f"{'#' * level} BatchNorm study ({summary['scale']} scale)\n\n" + body.replace("## ", "#" * (level + 1)
-            + " ") + "\n" + "\n\n".join(links) + "\n")

@@ -5,7 +5,6 @@ Colours follow the course figure: standard VGG-A green, VGG-A + BN red (noisy BN
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 from typing import Any
@@ -14,25 +13,12 @@ import numpy as np
 
 from cifarlab.analysis.bn_study.probes import loss_band
 from cifarlab.analysis.bn_study.settings import MODELS, StudySettings
-from cifarlab.engine.checkpoint import atomic_write_bytes, atomic_write_text
+from cifarlab.io import atomic_write_bytes, write_csv
 from cifarlab.plotting import new_figure
 
 COLORS = {"vgg_a": "tab:green", "vgg_a_bn": "tab:red", "vgg_a_noisy_bn": "tab:purple"}
 LABELS = {"vgg_a": "standard VGG-A", "vgg_a_bn": "VGG-A + BN", "vgg_a_noisy_bn": "VGG-A + noisy BN"}
 STYLES = ("-", "--", ":", "-.")
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    buf = io.StringIO()
-    if fields:
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
 
 
 def smooth(values: np.ndarray | list[float], window: int) -> np.ndarray:

@@ -35,11 +35,11 @@ from cifarlab.config import RunConfig, config_from_dict
 from cifarlab.data import CifarArrays
 from cifarlab.data.synthetic import synthetic_cifar
 from cifarlab.engine.callbacks import Callback
-from cifarlab.engine.checkpoint import atomic_write_json, atomic_write_text, atomic_write_yaml
 from cifarlab.engine.environment import environment_info, resolve_device
 from cifarlab.engine.metrics import read_csv
 from cifarlab.engine.rundir import comparable
 from cifarlab.errors import ConfigError
+from cifarlab.io import atomic_write_json, atomic_write_text, atomic_write_yaml
 
 Log = Callable[[str], None]
 
@@ -337,8 +337,35 @@ def run_study(s: StudySettings, out: str | Path, log: Log = print) -> dict[str, 
     summary["wall_seconds"] = time.perf_counter() - t_all
     atomic_write_json(study.out / "summary.json", summary)
     atomic_write_text(study.out / "summary.md", interpret.to_markdown(summary))
+    write_study_manifest(study.out, summary)
     log(interpret.to_markdown(summary))
     return summary
+
+
+FIGURES = [
+    ("train/curves.png", "VGG-A vs VGG-A+BN training", "Training loss and accuracy vs step at each learning rate."),
+    ("band/band.png", "Loss band over learning rates", "At each step, min and max of the training loss over the "
+     "learning rates (course protocol); standard VGG-A green, with BN red."),
+    ("landscape/landscape.png", "Santurkar et al. Fig. 4", "Loss landscape, gradient predictiveness and effective "
+     "β-smoothness along the gradient, probed every k steps."),
+    ("ics/ics.png", "Internal covariate shift (Def. 2.1)", "‖G − G′‖₂ and cos(G, G′) per probed layer."),
+    ("noisy/curves.png", "Noisy BN (Algorithm 1)", "BN followed by random per-step shift/scale noise vs BN and "
+     "standard VGG-A."),
+]
+
+
+def write_study_manifest(out: Path, summary: dict[str, Any]) -> None:
+    """What `cifarlab report` shows of the study: interpretation, tables, figures; its runs get no sections."""
+    from cifarlab.analysis.bn_study.interpret import summary_tables
+    from cifarlab.manifest import figure, table, text, write_manifest
+
+    items = [text("Interpretation, generated from the numbers in the tables: " + "; ".join(summary["interpretation"]))]
+    for i, (header, rows) in enumerate(summary_tables(summary)):
+        items.append(table("Per model" if i == 0 else "Noisy BN", "Means over probed steps; β = effective "
+                           "smoothness; accuracies on the test set, evaluated once at the end of each training.",
+                           header, rows))
+    items += [figure(path, title, caption) for path, title, caption in FIGURES if (out / path).is_file()]
+    write_manifest(out, f"BatchNorm study {{path}} ({summary['scale']} scale)", items, covers=["runs"])
 
 
 __all__ = ["PART_SPECS", "RunSpec", "Study", "fingerprint", "read_run", "run_config", "run_study", "spec_callbacks",
