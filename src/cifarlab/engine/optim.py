@@ -25,6 +25,7 @@ from torch import nn
 
 from cifarlab.config import OptimConfig
 from cifarlab.engine.scratch_optim import ScratchSGD, Signum
+from cifarlab.registry import Registry
 
 
 def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -56,30 +57,63 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-# torch's own eps defaults, used when optim.eps is null.
-DEFAULT_EPS = {"adam": 1e-8, "adamw": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10, "adadelta": 1e-6}
+OptimBuilder = Callable[[list[dict[str, Any]], OptimConfig], torch.optim.Optimizer]
+
+# One entry per optimizer: ``build(groups, cfg)`` and the ``optim.*`` keys specific to it. Keys every optimizer
+# uses (lr, weight_decay, grad_clip, l1/l2, groups, Lookahead) are not listed. config.OptimConfig.check refuses
+# a listed key set away from its default while another optimizer is chosen.
+OPTIMIZERS: Registry[OptimBuilder] = Registry("optimizer", config_key="optim.name")
 
 
-def _base_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    lr, wd = cfg.lr, cfg.weight_decay
-    eps = cfg.eps if cfg.eps is not None else DEFAULT_EPS.get(cfg.name, 1e-8)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
-    if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, eps=eps, weight_decay=wd)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=eps, weight_decay=wd)
-    if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, alpha=cfg.alpha, eps=eps, weight_decay=wd)
-    if cfg.name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr, eps=eps, weight_decay=wd)
-    if cfg.name == "adadelta":
-        return torch.optim.Adadelta(groups, lr=lr, rho=cfg.rho, eps=eps, weight_decay=wd)
-    if cfg.name == "scratch_sgd":
-        return ScratchSGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
-    if cfg.name == "signum":
-        return Signum(groups, lr=lr, momentum=cfg.momentum, weight_decay=wd)
-    raise AssertionError(f"unhandled optimizer {cfg.name}")  # the schema's Literal makes this unreachable
+def list_optimizers() -> list[str]:
+    return OPTIMIZERS.names()
+
+
+def _eps(cfg: OptimConfig, torch_default: float) -> float:
+    """optim.eps, or torch's own default of the optimizer when it is null."""
+    return cfg.eps if cfg.eps is not None else torch_default
+
+
+@OPTIMIZERS.register("sgd", "torch.optim.SGD, (Nesterov) momentum", keys=("momentum", "nesterov"))
+def _sgd(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adam", "torch.optim.Adam, coupled weight decay (= L2)", keys=("betas", "eps"))
+def _adam(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=_eps(cfg, 1e-8), weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adamw", "torch.optim.AdamW, decoupled weight decay", keys=("betas", "eps"))
+def _adamw(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=_eps(cfg, 1e-8), weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("rmsprop", "torch.optim.RMSprop, no momentum", keys=("alpha", "eps"))
+def _rmsprop(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=_eps(cfg, 1e-8),
+                               weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adagrad", "torch.optim.Adagrad", keys=("eps",))
+def _adagrad(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adagrad(groups, lr=cfg.lr, eps=_eps(cfg, 1e-10), weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adadelta", "torch.optim.Adadelta (lr usually 1.0)", keys=("rho", "eps"))
+def _adadelta(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=_eps(cfg, 1e-6), weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("scratch_sgd", "SGD written out by hand (engine/scratch_optim.py)", keys=("momentum", "nesterov"))
+def _scratch_sgd(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return ScratchSGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("signum", "sign of the momentum (Bernstein et al. 2018)", keys=("momentum",))
+def _signum(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return Signum(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 class Lookahead:
@@ -147,7 +181,7 @@ Optimizer = torch.optim.Optimizer | Lookahead
 def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int = 0) -> Optimizer:
     """The optimizer of ``optim.name`` over ``param_groups(model, cfg)``, wrapped in Lookahead if lookahead_k > 0
     (its alpha ramped over ``total_steps`` when ``lookahead_ramp``)."""
-    opt = _base_optimizer(param_groups(model, cfg), cfg)
+    opt = OPTIMIZERS.get(cfg.name)(param_groups(model, cfg), cfg)
     if cfg.lookahead_k <= 0:
         return opt
     return Lookahead(opt, cfg.lookahead_k, cfg.lookahead_alpha, total_steps if cfg.lookahead_ramp else 0)
