@@ -69,51 +69,30 @@ def list_optimizers() -> list[str]:
     return OPTIMIZERS.names()
 
 
-def _eps(cfg: OptimConfig, torch_default: float) -> float:
-    """optim.eps, or torch's own default of the optimizer when it is null."""
-    return cfg.eps if cfg.eps is not None else torch_default
+def torch_style(cls: type[torch.optim.Optimizer], keys: tuple[str, ...], torch_eps: float = 1e-8) -> OptimBuilder:
+    """A builder ``cls(groups, lr=, weight_decay=, **{key: cfg.key})``; a null eps becomes torch's own default."""
+
+    def build(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+        kwargs = {k: getattr(cfg, k) for k in keys}
+        if kwargs.get("eps", 0.0) is None:
+            kwargs["eps"] = torch_eps
+        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+    return build
 
 
-@OPTIMIZERS.register("sgd", "torch.optim.SGD, (Nesterov) momentum", keys=("momentum", "nesterov"))
-def _sgd(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay)
-
-
-@OPTIMIZERS.register("adam", "torch.optim.Adam, coupled weight decay (= L2)", keys=("betas", "eps"))
-def _adam(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=_eps(cfg, 1e-8), weight_decay=cfg.weight_decay)
-
-
-@OPTIMIZERS.register("adamw", "torch.optim.AdamW, decoupled weight decay", keys=("betas", "eps"))
-def _adamw(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=_eps(cfg, 1e-8), weight_decay=cfg.weight_decay)
-
-
-@OPTIMIZERS.register("rmsprop", "torch.optim.RMSprop, no momentum", keys=("alpha", "eps"))
-def _rmsprop(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=_eps(cfg, 1e-8),
-                               weight_decay=cfg.weight_decay)
-
-
-@OPTIMIZERS.register("adagrad", "torch.optim.Adagrad", keys=("eps",))
-def _adagrad(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adagrad(groups, lr=cfg.lr, eps=_eps(cfg, 1e-10), weight_decay=cfg.weight_decay)
-
-
-@OPTIMIZERS.register("adadelta", "torch.optim.Adadelta (lr usually 1.0)", keys=("rho", "eps"))
-def _adadelta(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=_eps(cfg, 1e-6), weight_decay=cfg.weight_decay)
-
-
-@OPTIMIZERS.register("scratch_sgd", "SGD written out by hand (engine/scratch_optim.py)", keys=("momentum", "nesterov"))
-def _scratch_sgd(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return ScratchSGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-
-
-@OPTIMIZERS.register("signum", "sign of the momentum (Bernstein et al. 2018)", keys=("momentum",))
-def _signum(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return Signum(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+# name, class, the optim.* keys passed to it (and declared), torch's eps default, description
+for _name, _cls, _keys, _eps, _about in (
+    ("sgd", torch.optim.SGD, ("momentum", "nesterov"), 1e-8, "torch.optim.SGD, (Nesterov) momentum"),
+    ("adam", torch.optim.Adam, ("betas", "eps"), 1e-8, "torch.optim.Adam, coupled weight decay (= L2)"),
+    ("adamw", torch.optim.AdamW, ("betas", "eps"), 1e-8, "torch.optim.AdamW, decoupled weight decay"),
+    ("rmsprop", torch.optim.RMSprop, ("alpha", "eps"), 1e-8, "torch.optim.RMSprop, no momentum"),
+    ("adagrad", torch.optim.Adagrad, ("eps",), 1e-10, "torch.optim.Adagrad"),
+    ("adadelta", torch.optim.Adadelta, ("rho", "eps"), 1e-6, "torch.optim.Adadelta (lr usually 1.0)"),
+    ("scratch_sgd", ScratchSGD, ("momentum", "nesterov"), 1e-8, "SGD written out by hand (engine/scratch_optim.py)"),
+    ("signum", Signum, ("momentum",), 1e-8, "sign of the momentum (Bernstein et al. 2018)"),
+):
+    OPTIMIZERS.register(_name, _about, keys=_keys)(torch_style(_cls, _keys, _eps))
 
 
 class Lookahead:
