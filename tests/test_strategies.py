@@ -546,7 +546,8 @@ def test_tta_views_and_average_against_manual_computation():
 )
 def test_new_keys_are_reachable_from_overrides(override, path, value):
     extra = {"sched.name=multistep": ["sched.milestones=[3, 6]"], "train.swa_lr=0.01": ["train.swa_start_epoch=5"],
-             "loss.label_smoothing=0.1": ["loss.name=label_smoothing"]}.get(override, [])
+             "loss.label_smoothing=0.1": ["loss.name=label_smoothing"],
+             "optim.alpha=0.9": ["optim.name=rmsprop"], "optim.rho=0.95": ["optim.name=adadelta"]}.get(override, [])
     cfg = load_config(overrides=["train.epochs=10", *extra, override])
     section, key = path.split(".")
     assert getattr(getattr(cfg, section), key) == value

@@ -5,12 +5,25 @@ A run is described by a ``RunConfig`` (nested dataclasses with plain values). It
     defaults  <  --preset NAME (shipped YAML)  <  -c FILE.yaml  <  dotted overrides (``optim.lr=0.01``)
 
 Every layer is validated against the dataclasses below: unknown keys, wrong types and impossible values give
-one ``ConfigError`` that names the key, the value and what is expected.
+one ``ConfigError`` that names the key, the value and what is expected. Each section checks its own values
+(``OptimConfig.check`` ...); ``validate`` adds the checks that span sections.
+
+Component names (``loss.name``, ``optim.name``, ``sched.name``) are plain strings checked against the registries
+next to the code (``engine/losses.py``, ``engine/optim.py``, ``engine/schedules.py``). This module stays at the
+bottom layer and never imports torch at import time: the checks import those registries lazily, so torch is
+loaded by the first validation (which every command that builds a config needs anyway), not by ``--help``.
+
+Optimizer-specific settings follow the optimizer (``merge_layer``): a layer (the preset, one ``-c`` file, or all
+dotted overrides together) that sets ``optim.name`` to another optimizer resets the settings of the layers below
+it that are specific to other optimizers (``optim.nesterov`` of an SGD preset when switching to adam). Then a
+setting that does not apply to the chosen optimizer must be at its default, else one error names it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +46,14 @@ class DataConfig:
     test_subset: int | None = None  # evaluate on only N test images (stratified); smoke tests only
     normalize: Literal["cifar10", "half"] = "cifar10"  # true CIFAR-10 mean/std, or 0.5/0.5 as the course code
 
+    def check(self) -> None:
+        _need(0 <= self.val_size < 50000, "data.val_size", self.val_size, "0 <= val_size < 50000")
+        _need(self.subset is None or self.subset >= 10, "data.subset", self.subset, "null or an integer >= 10")
+        _need(self.subset is None or self.subset <= 50000 - self.val_size, "data.subset", self.subset,
+              f"at most 50000 - data.val_size = {50000 - self.val_size}")
+        _need(self.test_subset is None or 10 <= self.test_subset <= 10000, "data.test_subset", self.test_subset,
+              "null or 10..10000")
+
 
 @dataclass
 class AugmentConfig:
@@ -46,6 +67,13 @@ class AugmentConfig:
     cutmix_alpha: float = 0.0  # cutmix: paste a box of x[::-1], lam = kept-area fraction; 0 disables
     mix_prob: float = 1.0  # probability that a batch is mixed (with both on, mixup or cutmix 50/50)
 
+    def check(self) -> None:
+        _need(0 <= self.crop_padding <= 16, "augment.crop_padding", self.crop_padding, "0..16")
+        _need(0 <= self.cutout <= 32, "augment.cutout", self.cutout, "0..32")
+        _need(self.mixup_alpha >= 0, "augment.mixup_alpha", self.mixup_alpha, ">= 0 (0 disables)")
+        _need(self.cutmix_alpha >= 0, "augment.cutmix_alpha", self.cutmix_alpha, ">= 0 (0 disables)")
+        _need(0 <= self.mix_prob <= 1, "augment.mix_prob", self.mix_prob, "0 <= mix_prob <= 1")
+
 
 @dataclass
 class ModelConfig:
@@ -56,20 +84,29 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     # Every loss takes int64 class indices or float (B, 10) probability rows (mixup/cutmix); see docs/strategies.md.
-    name: Literal[
-        "cross_entropy", "label_smoothing", "nll", "focal", "mse", "bce", "multilabel_soft_margin"
-    ] = "cross_entropy"
+    name: str = "cross_entropy"  # see engine/losses.py: list_losses()
     label_smoothing: float = 0.0  # eps: targets become (1-eps)*target + eps/10 (any loss; > 0 for label_smoothing)
     focal_gamma: float = 2.0  # focal: -alpha_y * (1-p_y)^gamma * log p_y; gamma 0 is cross-entropy
     focal_alpha: float | list[float] | None = None  # focal: null, one weight, or one weight per class (10)
     mse_on: Literal["logits", "softmax"] = "softmax"  # mse: squared error of logits or of softmax vs one-hot
 
+    def check(self) -> None:
+        from cifarlab.engine.losses import LOSSES  # lazy (imports torch), see the module docstring
+
+        LOSSES.entry(self.name)
+        ls, alpha = self.label_smoothing, self.focal_alpha
+        _need(0 <= ls < 1, "loss.label_smoothing", ls, "0 <= x < 1")
+        _need(self.name != "label_smoothing" or ls > 0, "loss.label_smoothing", ls,
+              "> 0 when loss.name is label_smoothing")
+        _need(self.focal_gamma >= 0, "loss.focal_gamma", self.focal_gamma, ">= 0")
+        _need(alpha is None or (isinstance(alpha, float) and alpha > 0)
+              or (isinstance(alpha, list) and len(alpha) == 10 and all(w >= 0 for w in alpha)),
+              "loss.focal_alpha", alpha, "null, a number > 0, or a list of 10 class weights >= 0")
+
 
 @dataclass
 class OptimConfig:
-    name: Literal[
-        "sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "scratch_sgd", "signum"
-    ] = "sgd"
+    name: str = "sgd"  # see engine/optim.py: list_optimizers(); each declares the settings below specific to it
     lr: float = 0.05
     momentum: float = 0.9  # sgd, scratch_sgd; signum: beta of m = beta*m + (1-beta)*g
     nesterov: bool = False  # sgd, scratch_sgd
@@ -91,13 +128,41 @@ class OptimConfig:
     # as 1 - (1 - lookahead_alpha) * (step / total)^3: no averaging early, strong averaging as the LR decays.
     lookahead_ramp: bool = False
 
+    def check(self) -> None:
+        from cifarlab.engine.optim import OPTIMIZERS  # lazy (imports torch), see the module docstring
+
+        OPTIMIZERS.entry(self.name)
+        _need(self.lr > 0, "optim.lr", self.lr, "a learning rate > 0")
+        _need(0 <= self.momentum < 1, "optim.momentum", self.momentum, "0 <= momentum < 1")
+        _need(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        _need(self.grad_clip >= 0, "optim.grad_clip", self.grad_clip, ">= 0 (0 disables)")
+        _need(all(0 <= b < 1 for b in self.betas), "optim.betas", list(self.betas), "two numbers in [0, 1)")
+        _need(self.eps is None or self.eps > 0, "optim.eps", self.eps, "null or > 0")
+        _need(0 <= self.alpha < 1, "optim.alpha", self.alpha, "0 <= alpha < 1")
+        _need(0 <= self.rho < 1, "optim.rho", self.rho, "0 <= rho < 1")
+        _need(self.l1 >= 0, "optim.l1", self.l1, ">= 0 (0 disables)")
+        _need(self.l2 >= 0, "optim.l2", self.l2, ">= 0 (0 disables)")
+        _need(self.bn_bias_lr_mult > 0, "optim.bn_bias_lr_mult", self.bn_bias_lr_mult, "> 0")
+        _need(self.lookahead_k >= 0, "optim.lookahead_k", self.lookahead_k, ">= 0 (0 disables)")
+        _need(0 < self.lookahead_alpha <= 1, "optim.lookahead_alpha", self.lookahead_alpha, "0 < alpha <= 1")
+        self.check_applicable()
+        _need(not (self.nesterov and self.momentum == 0), "optim.nesterov", self.nesterov,
+              "false unless optim.name is sgd or scratch_sgd with momentum > 0")
+
+    def check_applicable(self) -> None:
+        """Each setting specific to other optimizers (their registry keys) must keep its default."""
+        defaults = OptimConfig()
+        for key, users in optimizer_key_owners().items():
+            value, default = getattr(self, key), getattr(defaults, key)
+            if self.name not in users and value != default:
+                raise ConfigError(
+                    f"config key 'optim.{key}': {_yaml(value)} applies to {_or(users)} only (optim.name is "
+                    f"'{self.name}'); set optim.{key}={_yaml(default)}")
+
 
 @dataclass
 class SchedulerConfig:
-    name: Literal[
-        "constant", "step", "multistep", "exponential", "plateau", "cosine", "cosine_restarts",
-        "warmup_cosine", "warmup_linear", "onecycle",
-    ] = "cosine"
+    name: str = "cosine"  # see engine/schedules.py: list_schedules()
     interval: Literal["auto", "step", "epoch"] = "auto"  # auto: per epoch for step/multistep/exponential/plateau
     warmup_epochs: float = 0.0  # linear warm-up from ~0 to optim.lr (all but onecycle; > 0 for warmup_*)
     step_size: int = 10  # step: epochs between decays
@@ -112,12 +177,37 @@ class SchedulerConfig:
     plateau_patience: int = 5  # plateau: epochs without improvement tolerated; the next one reduces the LR
     plateau_threshold: float = 1e-4  # plateau: improvement means val_loss < best * (1 - threshold)
 
+    def check(self) -> None:
+        from cifarlab.engine.schedules import SCHEDULES  # lazy, see the module docstring
+
+        SCHEDULES.entry(self.name)
+        m = self.milestones
+        _need(self.warmup_epochs >= 0, "sched.warmup_epochs", self.warmup_epochs, ">= 0")
+        _need(self.step_size >= 1, "sched.step_size", self.step_size, ">= 1")
+        _need(0 < self.gamma <= 1, "sched.gamma", self.gamma, "0 < gamma <= 1")
+        _need(0 <= self.warmup_start < 1, "sched.warmup_start", self.warmup_start, "0 <= fraction of optim.lr < 1")
+        _need(0 < self.pct_start < 1, "sched.pct_start", self.pct_start, "0 < pct_start < 1")
+        _need(self.name not in ("warmup_cosine", "warmup_linear") or self.warmup_epochs > 0, "sched.warmup_epochs",
+              self.warmup_epochs, f"> 0 when sched.name is {self.name}")
+        _need(all(x >= 1 for x in m) and all(m0 < m1 for m0, m1 in itertools.pairwise(m)), "sched.milestones", m,
+              "increasing epochs >= 1, e.g. [30, 60, 80]")
+        _need(self.name != "multistep" or len(m) > 0, "sched.milestones", m,
+              "at least one epoch when sched.name is multistep")
+        _need(self.t_0 >= 1, "sched.t_0", self.t_0, "an integer >= 1 (epochs)")
+        _need(self.t_mult >= 1, "sched.t_mult", self.t_mult, "an integer >= 1")
+        _need(0 < self.plateau_factor < 1, "sched.plateau_factor", self.plateau_factor, "0 < factor < 1")
+        _need(self.plateau_patience >= 0, "sched.plateau_patience", self.plateau_patience, ">= 0")
+        _need(self.plateau_threshold >= 0, "sched.plateau_threshold", self.plateau_threshold, ">= 0")
+
 
 @dataclass
 class EarlyStoppingConfig:
     patience: int = 0  # epochs without improvement of `monitor` before stopping; 0 disables
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
     min_delta: float = 0.0
+
+    def check(self) -> None:
+        _need(self.patience >= 0, "train.early_stopping.patience", self.patience, ">= 0")
 
 
 @dataclass
@@ -143,6 +233,26 @@ class TrainConfig:
     tta: Literal["none", "flip", "flip_shift"] = "none"  # test-time augmentation of validation and test
     tta_shift: int = 1  # flip_shift: pixels of the diagonal shifts (+s,+s) and (-s,-s)
 
+    def check(self) -> None:
+        self.early_stopping.check()
+        swa = self.swa_start_epoch
+        for key in ("epochs", "batch_size", "eval_batch_size", "log_every", "grad_accum_steps"):
+            _need(getattr(self, key) >= 1, f"train.{key}", getattr(self, key), "an integer >= 1")
+        _need(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "0 <= decay < 1 (0 disables)")
+        _need(swa is None or 1 <= swa <= self.epochs, "train.swa_start_epoch", swa,
+              f"null or 1..train.epochs ({self.epochs})")
+        _need(self.val_every >= 1, "train.val_every", self.val_every, ">= 1")
+        _need(self.swa_lr is None or self.swa_lr > 0, "train.swa_lr", self.swa_lr, "null or a learning rate > 0")
+        _need(self.swa_lr is None or swa is not None, "train.swa_lr", self.swa_lr,
+              "null unless train.swa_start_epoch is set")
+        _need(swa is None or self.ema_decay == 0, "train.ema_decay", self.ema_decay,
+              "0 when train.swa_start_epoch is set (evaluate either the EMA or the SWA weights)")
+        _need(swa is None or self.test_weights == "last", "train.test_weights", self.test_weights,
+              "'last' when train.swa_start_epoch is set (the SWA average is what is tested)")
+        _need(1 <= self.tta_shift <= 4, "train.tta_shift", self.tta_shift, "1..4 pixels")
+        _need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "train.device",
+              self.device, "auto, cpu, cuda, cuda:N or mps")
+
 
 @dataclass
 class RunConfig:
@@ -157,6 +267,55 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedulerConfig = field(default_factory=SchedulerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checks
+
+
+def _need(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': got {value!r}, expected {expected}")
+
+
+def _yaml(value: Any) -> str:
+    """A value as it is written in an override: true, null, 0.9, [0.9, 0.999]."""
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _or(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def optimizer_key_owners() -> dict[str, list[str]]:
+    """``optim.*`` key -> the optimizers it is specific to, in registry order (nesterov: sgd, scratch_sgd)."""
+    from cifarlab.engine.optim import OPTIMIZERS  # lazy (imports torch), see the module docstring
+
+    owners: dict[str, list[str]] = {}
+    for entry in OPTIMIZERS:
+        for key in entry.keys:
+            owners.setdefault(key, []).append(entry.name)
+    return owners
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Every section's own ``check()``, then the checks on values that span sections."""
+    for section in (cfg.data, cfg.augment, cfg.loss, cfg.optim, cfg.sched, cfg.train):
+        section.check()
+    d, t, o, s = cfg.data, cfg.train, cfg.optim, cfg.sched
+    patience = t.early_stopping.patience
+    _need(d.val_size > 0 or patience == 0, "train.early_stopping.patience", patience,
+          "0 when data.val_size is 0 (early stopping needs a validation split)")
+    _need(d.val_size > 0 or t.test_weights == "last", "train.test_weights", t.test_weights,
+          "'last' when data.val_size is 0 (choosing the best epoch needs a validation split)")
+    _need(s.warmup_epochs < t.epochs or s.warmup_epochs == 0, "sched.warmup_epochs", s.warmup_epochs,
+          f"fewer than train.epochs ({t.epochs})")
+    _need(0 <= s.min_lr < o.lr, "sched.min_lr", s.min_lr, f"0 <= min_lr < optim.lr ({o.lr})")
+    _need(s.name != "plateau" or d.val_size > 0, "sched.name", s.name,
+          "not plateau when data.val_size is 0 (it watches the validation loss)")
+    _need(t.val_every == 1 or (s.name != "plateau" and patience == 0), "train.val_every", t.val_every,
+          "1 when sched.name is plateau or early stopping is on (they read every epoch's validation)")
+    return cfg
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -200,7 +359,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise bad
-        return _build(tp, value, key)
+        return build_section(tp, value, key)
     if tp is bool:
         if not isinstance(value, bool):
             raise bad
@@ -240,7 +399,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise bad  # pragma: no cover - schema uses only the types above
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+def build_section(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """The dataclass ``cls`` from a plain dict, nested sections included; ``prefix`` ("optim") names the keys in
+    errors. Unknown keys and wrong types raise one ``ConfigError``; values are checked by the caller."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
@@ -324,97 +485,20 @@ def preset_dict(name: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Checks on values that the types alone cannot express."""
-
-    def need(ok: bool, key: str, value: Any, expected: str) -> None:
-        if not ok:
-            raise ConfigError(f"config key '{key}': got {value!r}, expected {expected}")
-
-    d, a, t, o, s = cfg.data, cfg.augment, cfg.train, cfg.optim, cfg.sched
-    need(0 <= d.val_size < 50000, "data.val_size", d.val_size, "0 <= val_size < 50000")
-    need(d.subset is None or d.subset >= 10, "data.subset", d.subset, "null or an integer >= 10")
-    need(d.subset is None or d.subset <= 50000 - d.val_size, "data.subset", d.subset,
-         f"at most 50000 - data.val_size = {50000 - d.val_size}")
-    need(d.test_subset is None or 10 <= d.test_subset <= 10000, "data.test_subset", d.test_subset,
-         "null or 10..10000")
-    need(0 <= a.crop_padding <= 16, "augment.crop_padding", a.crop_padding, "0..16")
-    need(0 <= a.cutout <= 32, "augment.cutout", a.cutout, "0..32")
-    need(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
-    need(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
-    need(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
-    need(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")
-    need(t.early_stopping.patience >= 0, "train.early_stopping.patience", t.early_stopping.patience, ">= 0")
-    need(d.val_size > 0 or t.early_stopping.patience == 0, "train.early_stopping.patience",
-         t.early_stopping.patience, "0 when data.val_size is 0 (early stopping needs a validation split)")
-    need(d.val_size > 0 or t.test_weights == "last", "train.test_weights", t.test_weights,
-         "'last' when data.val_size is 0 (choosing the best epoch needs a validation split)")
-    need(o.lr > 0, "optim.lr", o.lr, "a learning rate > 0")
-    need(0 <= o.momentum < 1, "optim.momentum", o.momentum, "0 <= momentum < 1")
-    need(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
-    need(o.grad_clip >= 0, "optim.grad_clip", o.grad_clip, ">= 0 (0 disables)")
-    need(all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "two numbers in [0, 1)")
-    need(not (o.nesterov and (o.name not in ("sgd", "scratch_sgd") or o.momentum == 0)), "optim.nesterov",
-         o.nesterov, "false unless optim.name is sgd or scratch_sgd with momentum > 0")
-    need(o.eps is None or o.eps > 0, "optim.eps", o.eps, "null or > 0")
-    need(0 <= o.alpha < 1, "optim.alpha", o.alpha, "0 <= alpha < 1")
-    need(0 <= o.rho < 1, "optim.rho", o.rho, "0 <= rho < 1")
-    need(o.l1 >= 0, "optim.l1", o.l1, ">= 0 (0 disables)")
-    need(o.l2 >= 0, "optim.l2", o.l2, ">= 0 (0 disables)")
-    need(o.bn_bias_lr_mult > 0, "optim.bn_bias_lr_mult", o.bn_bias_lr_mult, "> 0")
-    need(o.lookahead_k >= 0, "optim.lookahead_k", o.lookahead_k, ">= 0 (0 disables)")
-    need(0 < o.lookahead_alpha <= 1, "optim.lookahead_alpha", o.lookahead_alpha, "0 < alpha <= 1")
-    lo = cfg.loss
-    need(0 <= lo.label_smoothing < 1, "loss.label_smoothing", lo.label_smoothing, "0 <= x < 1")
-    need(lo.name != "label_smoothing" or lo.label_smoothing > 0, "loss.label_smoothing", lo.label_smoothing,
-         "> 0 when loss.name is label_smoothing")
-    need(lo.focal_gamma >= 0, "loss.focal_gamma", lo.focal_gamma, ">= 0")
-    alpha = lo.focal_alpha
-    need(alpha is None or (isinstance(alpha, float) and alpha > 0)
-         or (isinstance(alpha, list) and len(alpha) == 10 and all(w >= 0 for w in alpha)),
-         "loss.focal_alpha", alpha, "null, a number > 0, or a list of 10 class weights >= 0")
-    need(a.mixup_alpha >= 0, "augment.mixup_alpha", a.mixup_alpha, ">= 0 (0 disables)")
-    need(a.cutmix_alpha >= 0, "augment.cutmix_alpha", a.cutmix_alpha, ">= 0 (0 disables)")
-    need(0 <= a.mix_prob <= 1, "augment.mix_prob", a.mix_prob, "0 <= mix_prob <= 1")
-    need(s.warmup_epochs >= 0, "sched.warmup_epochs", s.warmup_epochs, ">= 0")
-    need(s.warmup_epochs < t.epochs or s.warmup_epochs == 0, "sched.warmup_epochs", s.warmup_epochs,
-         f"fewer than train.epochs ({t.epochs})")
-    need(s.step_size >= 1, "sched.step_size", s.step_size, ">= 1")
-    need(0 < s.gamma <= 1, "sched.gamma", s.gamma, "0 < gamma <= 1")
-    need(0 <= s.min_lr < o.lr, "sched.min_lr", s.min_lr, f"0 <= min_lr < optim.lr ({o.lr})")
-    need(0 <= s.warmup_start < 1, "sched.warmup_start", s.warmup_start, "0 <= fraction of optim.lr < 1")
-    need(0 < s.pct_start < 1, "sched.pct_start", s.pct_start, "0 < pct_start < 1")
-    need(s.name not in ("warmup_cosine", "warmup_linear") or s.warmup_epochs > 0, "sched.warmup_epochs",
-         s.warmup_epochs, f"> 0 when sched.name is {s.name}")
-    need(all(m >= 1 for m in s.milestones) and all(m0 < m1 for m0, m1 in zip(s.milestones, s.milestones[1:])),
-         "sched.milestones", s.milestones, "increasing epochs >= 1, e.g. [30, 60, 80]")
-    need(s.name != "multistep" or len(s.milestones) > 0, "sched.milestones", s.milestones,
-         "at least one epoch when sched.name is multistep")
-    need(s.t_0 >= 1, "sched.t_0", s.t_0, "an integer >= 1 (epochs)")
-    need(s.t_mult >= 1, "sched.t_mult", s.t_mult, "an integer >= 1")
-    need(0 < s.plateau_factor < 1, "sched.plateau_factor", s.plateau_factor, "0 < factor < 1")
-    need(s.plateau_patience >= 0, "sched.plateau_patience", s.plateau_patience, ">= 0")
-    need(s.plateau_threshold >= 0, "sched.plateau_threshold", s.plateau_threshold, ">= 0")
-    need(s.name != "plateau" or d.val_size > 0, "sched.name", s.name,
-         "not plateau when data.val_size is 0 (it watches the validation loss)")
-    need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps, "an integer >= 1")
-    need(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "0 <= decay < 1 (0 disables)")
-    need(t.swa_start_epoch is None or 1 <= t.swa_start_epoch <= t.epochs, "train.swa_start_epoch",
-         t.swa_start_epoch, f"null or 1..train.epochs ({t.epochs})")
-    need(t.val_every >= 1, "train.val_every", t.val_every, ">= 1")
-    need(t.val_every == 1 or (s.name != "plateau" and t.early_stopping.patience == 0), "train.val_every",
-         t.val_every, "1 when sched.name is plateau or early stopping is on (they read every epoch's validation)")
-    need(t.swa_lr is None or t.swa_lr > 0, "train.swa_lr", t.swa_lr, "null or a learning rate > 0")
-    need(t.swa_lr is None or t.swa_start_epoch is not None, "train.swa_lr", t.swa_lr,
-         "null unless train.swa_start_epoch is set")
-    need(t.swa_start_epoch is None or t.ema_decay == 0, "train.ema_decay", t.ema_decay,
-         "0 when train.swa_start_epoch is set (evaluate either the EMA or the SWA weights)")
-    need(t.swa_start_epoch is None or t.test_weights == "last", "train.test_weights", t.test_weights,
-         "'last' when train.swa_start_epoch is set (the SWA average is what is tested)")
-    need(1 <= t.tta_shift <= 4, "train.tta_shift", t.tta_shift, "1..4 pixels")
-    need(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"), "train.device", t.device,
-         "auto, cpu, cuda, cuda:N or mps")
-    return cfg
+def merge_layer(base: dict[str, Any], *patches: dict[str, Any]) -> dict[str, Any]:
+    """``deep_merge`` of one layer (its patches in order) onto ``base``, where optimizer settings follow the
+    optimizer: if the layer sets ``optim.name`` to another optimizer than ``base``'s, the settings of ``base``
+    specific to other optimizers (``optim.nesterov`` of an SGD preset, when switching to adam) are dropped first,
+    so they return to their defaults; the layer's own settings are kept and checked."""
+    names = [p["optim"]["name"] for p in patches if isinstance(p.get("optim"), dict) and "name" in p["optim"]]
+    optim = base.get("optim")
+    if names and isinstance(optim, dict) and names[-1] != optim.get("name", OptimConfig.name):
+        owners = optimizer_key_owners()
+        kept = {k: v for k, v in optim.items() if k not in owners or names[-1] in owners[k]}
+        base = {**base, "optim": kept}
+    for patch in patches:
+        base = deep_merge(base, patch)
+    return base
 
 
 def load_config(
@@ -422,17 +506,16 @@ def load_config(
     files: list[str | Path] | None = None,
     overrides: list[str] | None = None,
 ) -> RunConfig:
-    """Build a validated ``RunConfig`` from defaults < preset < YAML files < dotted overrides."""
-    merged: dict[str, Any] = {}
-    if preset:
-        merged = deep_merge(merged, preset_dict(preset))
+    """Build a validated ``RunConfig`` from defaults < preset < YAML files < dotted overrides.
+
+    Layers: the preset, each file, and all overrides together; see ``merge_layer`` for optimizer settings."""
+    merged: dict[str, Any] = preset_dict(preset) if preset else {}
     for path in files or []:
-        merged = deep_merge(merged, read_yaml(path))
-    for text in overrides or []:
-        merged = deep_merge(merged, parse_override(text))
-    return validate(_build(RunConfig, merged))
+        merged = merge_layer(merged, read_yaml(path))
+    merged = merge_layer(merged, *(parse_override(text) for text in overrides or []))
+    return validate(build_section(RunConfig, merged))
 
 
 def config_from_dict(values: dict[str, Any]) -> RunConfig:
     """Rebuild a config saved by ``to_dict`` (e.g. from a run directory)."""
-    return validate(_build(RunConfig, values))
+    return validate(build_section(RunConfig, values))

@@ -16,11 +16,23 @@ Reductions (per sample, then the batch mean), see docs/strategies.md:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.config import LossConfig
+from cifarlab.registry import Registry
+
+# One entry per loss: ``fn(loss_module, fp32 logits, target) -> scalar`` and the ``loss.*`` keys specific to it
+# (loss.label_smoothing applies to every loss).
+LOSSES: Registry[Callable[[StrategyLoss, torch.Tensor, torch.Tensor], torch.Tensor]] = Registry(
+    "loss", config_key="loss.name")
+
+
+def list_losses() -> list[str]:
+    return LOSSES.names()
 
 
 def soft_targets(target: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
@@ -44,7 +56,8 @@ class StrategyLoss(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        self.name = "cross_entropy" if name == "label_smoothing" else name
+        self.name = name
+        self.fn = LOSSES.get(name)
         self.smoothing = float(label_smoothing)
         self.gamma = float(focal_gamma)
         self.mse_on = mse_on
@@ -58,28 +71,51 @@ class StrategyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         z = logits.float()  # autocast may hand us bf16/fp16 logits; the loss is always computed in fp32
-        hard = target.dtype == torch.int64
-        if self.name == "cross_entropy":
-            # torch handles both index and probability targets, and applies (1-eps)*t + eps/K itself.
-            return F.cross_entropy(z, target if hard else target.float(), label_smoothing=self.smoothing)
-        if self.name == "nll":
-            logp = F.log_softmax(z, dim=1)
-            if hard and self.smoothing == 0:
-                return F.nll_loss(logp, target)
-            return -(soft_targets(target, self.num_classes, self.smoothing) * logp).sum(1).mean()
-        t = soft_targets(target, self.num_classes, self.smoothing)
-        if self.name == "focal":
-            logp = F.log_softmax(z, dim=1)
-            weight = self.alpha.to(z.device) * (1 - logp.exp()).pow(self.gamma)  # 0^0 = 1: gamma 0 is CE
-            return -(t * weight * logp).sum(1).mean()
-        if self.name == "mse":
-            out = z if self.mse_on == "logits" else z.softmax(dim=1)
-            return (out - t).pow(2).sum(1).mean()
-        if self.name == "bce":
-            return F.binary_cross_entropy_with_logits(z, t, reduction="none").sum(1).mean()
-        if self.name == "multilabel_soft_margin":
-            return F.multilabel_soft_margin_loss(z, t)
-        raise AssertionError(f"unhandled loss {self.name}")  # the schema's Literal makes this unreachable
+        return self.fn(self, z, target)
+
+
+@LOSSES.register("cross_entropy", "-sum_k t_k log softmax(z)_k (torch's fused kernel)")
+def _cross_entropy(m: StrategyLoss, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # torch handles both index and probability targets, and applies (1-eps)*t + eps/K itself.
+    hard = target.dtype == torch.int64
+    return F.cross_entropy(z, target if hard else target.float(), label_smoothing=m.smoothing)
+
+
+LOSSES.register("label_smoothing", "cross_entropy that insists on loss.label_smoothing > 0")(_cross_entropy)
+
+
+@LOSSES.register("nll", "nll_loss(log_softmax(z)): equals cross_entropy")
+def _nll(m: StrategyLoss, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    logp = F.log_softmax(z, dim=1)
+    if target.dtype == torch.int64 and m.smoothing == 0:
+        return F.nll_loss(logp, target)
+    return -(soft_targets(target, m.num_classes, m.smoothing) * logp).sum(1).mean()
+
+
+@LOSSES.register("focal", "-sum_k t_k alpha_k (1 - p_k)^gamma log p_k", keys=("focal_gamma", "focal_alpha"))
+def _focal(m: StrategyLoss, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    t = soft_targets(target, m.num_classes, m.smoothing)
+    logp = F.log_softmax(z, dim=1)
+    weight = m.alpha.to(z.device) * (1 - logp.exp()).pow(m.gamma)  # 0^0 = 1: gamma 0 is CE
+    return -(t * weight * logp).sum(1).mean()
+
+
+@LOSSES.register("mse", "sum_k (o_k - t_k)^2, o = logits or softmax", keys=("mse_on",))
+def _mse(m: StrategyLoss, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    t = soft_targets(target, m.num_classes, m.smoothing)
+    out = z if m.mse_on == "logits" else z.softmax(dim=1)
+    return (out - t).pow(2).sum(1).mean()
+
+
+@LOSSES.register("bce", "sum_k BCEWithLogits(z_k, t_k), one-vs-all sigmoid")
+def _bce(m: StrategyLoss, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    t = soft_targets(target, m.num_classes, m.smoothing)
+    return F.binary_cross_entropy_with_logits(z, t, reduction="none").sum(1).mean()
+
+
+@LOSSES.register("multilabel_soft_margin", "mean_k BCEWithLogits(z_k, t_k) = bce / K")
+def _multilabel_soft_margin(m: StrategyLoss, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.multilabel_soft_margin_loss(z, soft_targets(target, m.num_classes, m.smoothing))
 
 
 def build_loss(cfg: LossConfig, num_classes: int = 10) -> nn.Module:

@@ -25,6 +25,7 @@ from torch import nn
 
 from cifarlab.config import OptimConfig
 from cifarlab.engine.scratch_optim import ScratchSGD, Signum
+from cifarlab.registry import Registry
 
 
 def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -56,30 +57,42 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-# torch's own eps defaults, used when optim.eps is null.
-DEFAULT_EPS = {"adam": 1e-8, "adamw": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10, "adadelta": 1e-6}
+OptimBuilder = Callable[[list[dict[str, Any]], OptimConfig], torch.optim.Optimizer]
+
+# One entry per optimizer: ``build(groups, cfg)`` and the ``optim.*`` keys specific to it. Keys every optimizer
+# uses (lr, weight_decay, grad_clip, l1/l2, groups, Lookahead) are not listed. config.OptimConfig.check refuses
+# a listed key set away from its default while another optimizer is chosen.
+OPTIMIZERS: Registry[OptimBuilder] = Registry("optimizer", config_key="optim.name")
 
 
-def _base_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    lr, wd = cfg.lr, cfg.weight_decay
-    eps = cfg.eps if cfg.eps is not None else DEFAULT_EPS.get(cfg.name, 1e-8)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
-    if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, eps=eps, weight_decay=wd)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=eps, weight_decay=wd)
-    if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, alpha=cfg.alpha, eps=eps, weight_decay=wd)
-    if cfg.name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr, eps=eps, weight_decay=wd)
-    if cfg.name == "adadelta":
-        return torch.optim.Adadelta(groups, lr=lr, rho=cfg.rho, eps=eps, weight_decay=wd)
-    if cfg.name == "scratch_sgd":
-        return ScratchSGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
-    if cfg.name == "signum":
-        return Signum(groups, lr=lr, momentum=cfg.momentum, weight_decay=wd)
-    raise AssertionError(f"unhandled optimizer {cfg.name}")  # the schema's Literal makes this unreachable
+def list_optimizers() -> list[str]:
+    return OPTIMIZERS.names()
+
+
+def torch_style(cls: type[torch.optim.Optimizer], keys: tuple[str, ...], torch_eps: float = 1e-8) -> OptimBuilder:
+    """A builder ``cls(groups, lr=, weight_decay=, **{key: cfg.key})``; a null eps becomes torch's own default."""
+
+    def build(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+        kwargs = {k: getattr(cfg, k) for k in keys}
+        if kwargs.get("eps", 0.0) is None:
+            kwargs["eps"] = torch_eps
+        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+    return build
+
+
+# name, class, the optim.* keys passed to it (and declared), torch's eps default, description
+for _name, _cls, _keys, _eps, _about in (
+    ("sgd", torch.optim.SGD, ("momentum", "nesterov"), 1e-8, "torch.optim.SGD, (Nesterov) momentum"),
+    ("adam", torch.optim.Adam, ("betas", "eps"), 1e-8, "torch.optim.Adam, coupled weight decay (= L2)"),
+    ("adamw", torch.optim.AdamW, ("betas", "eps"), 1e-8, "torch.optim.AdamW, decoupled weight decay"),
+    ("rmsprop", torch.optim.RMSprop, ("alpha", "eps"), 1e-8, "torch.optim.RMSprop, no momentum"),
+    ("adagrad", torch.optim.Adagrad, ("eps",), 1e-10, "torch.optim.Adagrad"),
+    ("adadelta", torch.optim.Adadelta, ("rho", "eps"), 1e-6, "torch.optim.Adadelta (lr usually 1.0)"),
+    ("scratch_sgd", ScratchSGD, ("momentum", "nesterov"), 1e-8, "SGD written out by hand (engine/scratch_optim.py)"),
+    ("signum", Signum, ("momentum",), 1e-8, "sign of the momentum (Bernstein et al. 2018)"),
+):
+    OPTIMIZERS.register(_name, _about, keys=_keys)(torch_style(_cls, _keys, _eps))
 
 
 class Lookahead:
@@ -147,7 +160,7 @@ Optimizer = torch.optim.Optimizer | Lookahead
 def build_optimizer(model: nn.Module, cfg: OptimConfig, total_steps: int = 0) -> Optimizer:
     """The optimizer of ``optim.name`` over ``param_groups(model, cfg)``, wrapped in Lookahead if lookahead_k > 0
     (its alpha ramped over ``total_steps`` when ``lookahead_ramp``)."""
-    opt = _base_optimizer(param_groups(model, cfg), cfg)
+    opt = OPTIMIZERS.get(cfg.name)(param_groups(model, cfg), cfg)
     if cfg.lookahead_k <= 0:
         return opt
     return Lookahead(opt, cfg.lookahead_k, cfg.lookahead_alpha, total_steps if cfg.lookahead_ramp else 0)

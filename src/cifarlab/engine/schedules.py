@@ -24,12 +24,20 @@ Closed forms (t in epochs, E = train.epochs, w = warmup_epochs, f = min_lr / lr)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cifarlab.config import SchedulerConfig
+from cifarlab.registry import Registry
 
-EPOCH_WISE = ("step", "multistep", "exponential", "plateau")
+# One entry per schedule: ``factor(schedule, t)``, the LR multiplier after the warm-up, and the ``sched.*`` keys
+# it reads. Tags: "epoch" (sched.interval auto steps it per epoch), "own_warmup" (no generic linear warm-up).
+SCHEDULES: Registry[Callable[[LRSchedule, float], float]] = Registry("schedule", config_key="sched.name")
+
+
+def list_schedules() -> list[str]:
+    return SCHEDULES.names()
 
 
 class LRSchedule:
@@ -50,7 +58,8 @@ class LRSchedule:
             group.setdefault("initial_lr", group["lr"])
         self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
         # Step-wise decays change at epoch boundaries by definition; smooth curves are updated every batch.
-        self.interval = cfg.interval if cfg.interval != "auto" else ("epoch" if cfg.name in EPOCH_WISE else "step")
+        self.entry = SCHEDULES.entry(cfg.name)
+        self.interval = cfg.interval if cfg.interval != "auto" else ("epoch" if "epoch" in self.entry.tags else "step")
         # SWA: from epoch swa_start_epoch (1-based) on, a constant LR (group 0 at swa_lr, others in proportion).
         self.swa_start_epoch, self.swa_lr = swa_start_epoch, swa_lr
         # plateau state: multiplier on the LR, best validation loss so far, epochs since it improved.
@@ -60,43 +69,23 @@ class LRSchedule:
 
     def factor(self, t: float) -> float:
         """LR multiplier at progress ``t`` epochs (0 <= t <= epochs)."""
-        c, total = self.cfg, float(self.epochs)
-        if c.name == "onecycle":
-            # Exactly torch's OneCycleLR (cosine, div_factor 25, final_div_factor 1e4), counted in steps.
-            steps, s = total * self.steps_per_epoch, t * self.steps_per_epoch
-            up_end = max(c.pct_start * steps - 1, 1e-12)
-            start, end = 1 / 25, 1 / 25 / 1e4
-            if s <= up_end:
-                return start + (1 - start) * (1 - math.cos(math.pi * s / up_end)) / 2
-            frac = min(1.0, (s - up_end) / max(steps - 1 - up_end, 1e-12))
-            return end + (1 - end) * (1 + math.cos(math.pi * frac)) / 2
+        c = self.cfg
         w = c.warmup_epochs
-        if w > 0 and t < w:
+        if w > 0 and t < w and "own_warmup" not in self.entry.tags:
             # Linear warm-up; the first update already gets one unit of it (never an LR of exactly 0).
             unit = 1 / self.steps_per_epoch if self.interval == "step" else 1.0
             rise = c.warmup_start + (1 - c.warmup_start) * min(1.0, (t + unit) / w)
             return rise * (self.plateau_scale if c.name == "plateau" else 1.0)
-        floor = c.min_lr / self.base_lrs[0]
-        if c.name == "constant":
-            return 1.0
-        if c.name == "step":
-            return c.gamma ** math.floor(t / c.step_size)
-        if c.name == "multistep":
-            return c.gamma ** sum(1 for m in c.milestones if m <= t)
-        if c.name == "exponential":
-            return c.gamma**t
-        if c.name == "plateau":
-            return self.plateau_scale
-        if c.name in ("cosine", "warmup_cosine"):
-            frac = min(1.0, (t - w) / max(total - w, 1e-12))
-            return floor + (1 - floor) * (1 + math.cos(math.pi * frac)) / 2
-        if c.name == "warmup_linear":
-            frac = min(1.0, (t - w) / max(total - w, 1e-12))
-            return floor + (1 - floor) * (1 - frac)
-        if c.name == "cosine_restarts":
-            t_cur, t_i = _sgdr_position(t, float(c.t_0), c.t_mult)
-            return floor + (1 - floor) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
-        raise AssertionError(f"unhandled schedule {c.name}")
+        return self.entry.obj(self, t)
+
+    def floor(self) -> float:
+        """min_lr as a fraction of the base LR of group 0."""
+        return self.cfg.min_lr / self.base_lrs[0]
+
+    def decay_fraction(self, t: float) -> float:
+        """Progress through the decay after the warm-up, 0..1."""
+        w = self.cfg.warmup_epochs
+        return min(1.0, (t - w) / max(float(self.epochs) - w, 1e-12))
 
     def progress(self, step: int) -> float:
         t = step / self.steps_per_epoch
@@ -145,6 +134,69 @@ class LRSchedule:
         self.plateau_scale = float(state["plateau_scale"])
         self.plateau_best = float(state["plateau_best"])
         self.plateau_bad_epochs = int(state["plateau_bad_epochs"])
+
+
+@SCHEDULES.register("constant", "1", keys=())
+def _constant(s: LRSchedule, t: float) -> float:
+    return 1.0
+
+
+@SCHEDULES.register("step", "gamma^floor(t / step_size)", keys=("step_size", "gamma"), tags=("epoch",))
+def _step(s: LRSchedule, t: float) -> float:
+    return s.cfg.gamma ** math.floor(t / s.cfg.step_size)
+
+
+@SCHEDULES.register("multistep", "gamma^#{milestones <= t}", keys=("milestones", "gamma"), tags=("epoch",))
+def _multistep(s: LRSchedule, t: float) -> float:
+    return s.cfg.gamma ** sum(1 for m in s.cfg.milestones if m <= t)
+
+
+@SCHEDULES.register("exponential", "gamma^t, gamma per epoch", keys=("gamma",), tags=("epoch",))
+def _exponential(s: LRSchedule, t: float) -> float:
+    return s.cfg.gamma**t
+
+
+@SCHEDULES.register("plateau", "reduce on a validation-loss plateau (torch ReduceLROnPlateau)", tags=("epoch",),
+                    keys=("plateau_factor", "plateau_patience", "plateau_threshold", "min_lr"))
+def _plateau(s: LRSchedule, t: float) -> float:
+    return s.plateau_scale
+
+
+def _cosine(s: LRSchedule, t: float) -> float:
+    floor = s.floor()
+    return floor + (1 - floor) * (1 + math.cos(math.pi * s.decay_fraction(t))) / 2
+
+
+SCHEDULES.register("cosine", "cosine from optim.lr to min_lr (after the warm-up, if any)", keys=("min_lr",))(_cosine)
+SCHEDULES.register("warmup_cosine", "cosine, requires warmup_epochs > 0", keys=("min_lr", "warmup_epochs"))(_cosine)
+
+
+@SCHEDULES.register("warmup_linear", "linear decay to min_lr, requires warmup_epochs > 0",
+                    keys=("min_lr", "warmup_epochs"))
+def _warmup_linear(s: LRSchedule, t: float) -> float:
+    floor = s.floor()
+    return floor + (1 - floor) * (1 - s.decay_fraction(t))
+
+
+@SCHEDULES.register("cosine_restarts", "SGDR: cosine cycles of t_0, t_0*t_mult, ... epochs",
+                    keys=("t_0", "t_mult", "min_lr"))
+def _cosine_restarts(s: LRSchedule, t: float) -> float:
+    floor = s.floor()
+    t_cur, t_i = _sgdr_position(t, float(s.cfg.t_0), s.cfg.t_mult)
+    return floor + (1 - floor) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
+
+
+@SCHEDULES.register("onecycle", "torch's OneCycleLR (cosine, div 25, final div 1e4)", keys=("pct_start",),
+                    tags=("own_warmup",))
+def _onecycle(s: LRSchedule, t: float) -> float:
+    # Exactly torch's OneCycleLR (cosine, div_factor 25, final_div_factor 1e4), counted in steps.
+    steps, step = float(s.epochs) * s.steps_per_epoch, t * s.steps_per_epoch
+    up_end = max(s.cfg.pct_start * steps - 1, 1e-12)
+    start, end = 1 / 25, 1 / 25 / 1e4
+    if step <= up_end:
+        return start + (1 - start) * (1 - math.cos(math.pi * step / up_end)) / 2
+    frac = min(1.0, (step - up_end) / max(steps - 1 - up_end, 1e-12))
+    return end + (1 - end) * (1 + math.cos(math.pi * frac)) / 2
 
 
 def _sgdr_position(t: float, t_0: float, t_mult: int) -> tuple[float, float]:

@@ -15,15 +15,16 @@ from typing import Any
 from torch import nn
 
 from cifarlab.errors import ConfigError
+from cifarlab.registry import Entry, Registry
 
 ModelFactory = Callable[..., nn.Module]
 
 
 @dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    factory: ModelFactory
-    description: str
+class ModelEntry(Entry[ModelFactory]):
+    @property
+    def factory(self) -> ModelFactory:
+        return self.obj
 
     def options(self) -> dict[str, Any]:
         """Option name -> default value (``inspect.Parameter.empty`` when required)."""
@@ -31,31 +32,20 @@ class ModelEntry:
         return {p.name: p.default for p in sig.parameters.values() if p.name != "num_classes"}
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelFactory] = Registry("model", entry_cls=ModelEntry)
 
 
 def register(name: str | None = None, description: str = "") -> Callable[[ModelFactory], ModelFactory]:
     """Decorator: ``@register("vgg_a", "course VGG-A ...")`` on a factory function."""
-
-    def wrap(factory: ModelFactory) -> ModelFactory:
-        key = name or factory.__name__
-        if key in _REGISTRY:
-            raise ValueError(f"model '{key}' registered twice")
-        doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
-        _REGISTRY[key] = ModelEntry(key, factory, doc)
-        return factory
-
-    return wrap
+    return MODELS.register(name, description)
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(MODELS.names())
 
 
 def get_entry(name: str) -> ModelEntry:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model '{name}'; valid models: {', '.join(list_models())}")
-    return _REGISTRY[name]
+    return MODELS.entry(name)  # type: ignore[return-value]  # entry_cls is ModelEntry
 
 
 def create(name: str, num_classes: int = 10, **options: Any) -> nn.Module:

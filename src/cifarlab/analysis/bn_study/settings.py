@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cifarlab.config import _build, deep_merge, parse_override, read_yaml, to_dict
+from cifarlab.config import build_section as _build
+from cifarlab.config import deep_merge, parse_override, read_yaml, to_dict
 from cifarlab.errors import ConfigError
 
 PARTS: tuple[str, ...] = ("train", "band", "landscape", "ics", "noisy")
