@@ -242,6 +242,8 @@ class TrainConfig:
         _need(swa is None or 1 <= swa <= self.epochs, "train.swa_start_epoch", swa,
               f"null or 1..train.epochs ({self.epochs})")
         _need(self.val_every >= 1, "train.val_every", self.val_every, ">= 1")
+        _need(self.max_steps is None or self.max_steps >= 1, "train.max_steps", self.max_steps,
+              "null or an integer >= 1")
         _need(self.swa_lr is None or self.swa_lr > 0, "train.swa_lr", self.swa_lr, "null or a learning rate > 0")
         _need(self.swa_lr is None or swa is not None, "train.swa_lr", self.swa_lr,
               "null unless train.swa_start_epoch is set")

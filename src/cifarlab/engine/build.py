@@ -81,11 +81,7 @@ def steps_per_epoch(cfg: RunConfig, train_images: int) -> int:
 def planned_epochs(cfg: RunConfig, per_epoch: int) -> int:
     """``train.epochs``, or the epochs ``train.max_steps`` needs (the last one partial)."""
     steps = cfg.train.max_steps
-    if steps is None:
-        return cfg.train.epochs
-    if steps < 1:
-        raise ConfigError(f"config key 'train.max_steps': got {steps}, expected null or an integer >= 1")
-    return -(-steps // per_epoch)
+    return cfg.train.epochs if steps is None else -(-steps // per_epoch)
 
 
 @dataclass

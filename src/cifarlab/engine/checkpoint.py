@@ -9,13 +9,9 @@ from typing import Any
 import torch
 
 from cifarlab.errors import CheckpointError
+from cifarlab.io import atomic_write_bytes
 
-# Re-exported for the modules that still import them from here (engine.trainer, engine.schedules,
-# experiments.bench, analysis.bn_study); new code imports them from cifarlab.io.
-from cifarlab.io import atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_write_yaml
-
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_yaml", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = ["load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -212,8 +212,8 @@ def plot_lr(run_dir: str | Path) -> Path:
 
     Headless (cifarlab.plotting: matplotlib's Agg canvas, no pyplot); imported lazily, as training needs no plots.
     """
-    from cifarlab.engine.checkpoint import atomic_write_bytes
     from cifarlab.engine.metrics import read_csv
+    from cifarlab.io import atomic_write_bytes
     from cifarlab.plotting import new_figure, png_bytes
 
     run_dir = Path(run_dir)
