@@ -11,11 +11,14 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 # bottom to top; a module may import its own layer, lower layers and the bottom modules
 LAYERS = ["data", "models", "engine", "experiments", "analysis", "report", "commands"]
-BOTTOM = {"cifarlab", "cifarlab.errors", "cifarlab.io", "cifarlab.config", "cifarlab.plotting", "cifarlab.manifest"}
-# Upward imports in files owned elsewhere, to be removed there: (importer, imported)
-KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
-# Cycles in files owned elsewhere (function-level imports count: they make the modules one unit)
-KNOWN_CYCLES: set[frozenset[str]] = set()
+BOTTOM = {"cifarlab", "cifarlab.errors", "cifarlab.io", "cifarlab.config", "cifarlab.plotting", "cifarlab.manifest",
+          "cifarlab.registry"}
+# The one exception, known and bounded: the config's name checks read the engine's registries (function-level
+# imports, so the config itself stays torch-free). Removing it needs the registries' names and keys declared
+# below the engine; until then these three lazy arrows, and the cycles they close, are listed here.
+_REGISTRIES = ("cifarlab.engine.optim", "cifarlab.engine.losses", "cifarlab.engine.schedules")
+KNOWN_VIOLATIONS: set[tuple[str, str]] = {("cifarlab.config", m) for m in _REGISTRIES}
+KNOWN_CYCLES: set[frozenset[str]] = {frozenset({"cifarlab.config", *_REGISTRIES})}
 
 
 def module_name(path: Path) -> str:

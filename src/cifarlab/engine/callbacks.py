@@ -15,12 +15,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-    from cifarlab.engine.trainer import Trainer
+
+class TrainerView(Protocol):
+    """What a callback may read (and, for ``status``, set) of the trainer running it."""
+
+    cfg: Any  # the RunConfig
+    device: torch.device
+    run_dir: Path
+    model: nn.Module  # possibly wrapped by torch.compile; ``raw_model`` is the module itself
+    raw_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int  # optimizer steps completed
+    epoch: int  # epochs completed
+    status: str  # set to "early_stopped" to stop after this epoch
 
 
 @dataclass
@@ -45,23 +59,23 @@ class Callback:
     def key(self) -> str:
         return type(self).__name__
 
-    def on_fit_start(self, trainer: Trainer) -> None: ...
+    def on_fit_start(self, trainer: TrainerView) -> None: ...
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None: ...
 
-    def on_after_backward(self, trainer: Trainer, ctx: StepContext) -> None:
+    def on_after_backward(self, trainer: TrainerView, ctx: StepContext) -> None:
         """Gradients of this step are in ``.grad``; the optimizer has not stepped yet."""
 
-    def on_step_end(self, trainer: Trainer, ctx: StepContext) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext) -> None:
         """The optimizer stepped: the model holds the new weights."""
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, row: dict[str, Any]) -> None:
         """``row`` is the epoch's metrics line (epochs.csv); called before the epoch's checkpoint is written."""
 
-    def on_checkpoint(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_checkpoint(self, trainer: TrainerView, epoch: int, row: dict[str, Any]) -> None:
         """The epoch's ``last`` checkpoint is on disk (a run interrupted from here on resumes after this epoch)."""
 
-    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+    def on_fit_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None:
         """``summary`` is about to be written to summary.json; a callback may add keys to it."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -101,7 +115,7 @@ class EpochEndFunction(Callback):
     def __init__(self, fn: Callable[[int, dict[str, Any]], None]) -> None:
         self.fn = fn
 
-    def on_checkpoint(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_checkpoint(self, trainer: TrainerView, epoch: int, row: dict[str, Any]) -> None:
         self.fn(epoch + 1, row)
 
 
@@ -109,7 +123,7 @@ class ModelEpochHook(Callback):
     """Calls ``on_epoch_start(epoch)`` on a model that offers it (``models.protocol.EpochAware``: fast_net
     freezes its whitening bias after a few epochs)."""
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         hook = getattr(trainer.raw_model, "on_epoch_start", None)
         if hook is not None:
             hook(epoch)
@@ -123,7 +137,7 @@ class EarlyStopping(Callback):
         self.patience = patience
         self.bad_epochs = 0
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, row: dict[str, Any]) -> None:
         if "improved" not in row:
             return
         self.bad_epochs = 0 if row["improved"] else self.bad_epochs + 1

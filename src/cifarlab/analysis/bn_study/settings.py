@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cifarlab.config import build_section as _build
-from cifarlab.config import deep_merge, parse_override, read_yaml, to_dict
+from cifarlab.config import build_section, deep_merge, parse_override, read_yaml, to_dict
 from cifarlab.errors import ConfigError
 
 PARTS: tuple[str, ...] = ("train", "band", "landscape", "ics", "noisy")
@@ -52,30 +51,39 @@ class BandSettings:
 
 @dataclass
 class LandscapeSettings:
-    """Part ``landscape``: Fig. 4 probes while training with SGD."""
+    """Part ``landscape``: Fig. 4 probes, Hessian curvature and ICS on the same SGD runs (the same weights)."""
 
-    # Quick scale: lr 0.3, not the paper's 0.1. At lr 0.1 the narrow standard VGG-A spends the first ~150 of
-    # 800 steps on its chance-level plateau (flat landscape because nothing is learnt), which hides Fig. 4's
-    # effect in whole-run averages; at 0.3 it trains but less stably, as the paper's plots show at lr 0.1 over
-    # 15k steps. The paper scale sets lr 0.1 (PAPER below). Measured trials: docs/bn_study.md.
-    lr: float = 0.3
+    lr: float = 0.1  # the paper's; chosen before any quick-scale result (an earlier 0.3 was chosen after)
     steps: int = 800
-    probe_every: int = 50  # probe every k-th step (step 0 included)
-    eta_low: float = 0.5  # grid of step sizes eta = [eta_low .. eta_high] x lr
+    probe_every: int = 50  # Fig. 4 probe every k-th step (step 0 included)
+    # Step sizes eta = [eta_low .. eta_high] x lr. "log": log-spaced, reaching well below the LR, where the
+    # probe is local; "paper": the paper's linear grid [0.5 .. 4] x lr (eta_low/eta_high are then ignored).
+    grid: Literal["log", "paper"] = "log"
+    eta_low: float = 1e-3
     eta_high: float = 4.0
-    eta_count: int = 6
+    eta_count: int = 9
     momentum: float = 0.0
 
 
 @dataclass
-class ICSSettings:
-    """Part ``ics``: Definition 2.1 at chosen layers (1-based among conv/linear layers, >= 2)."""
+class CurvatureSettings:
+    """Hessian of the batch loss on the landscape runs: top eigenvalue, g'Hg/|g|^2, |Hg|/|g|, trace, density."""
 
-    lr: float = 0.1
-    steps: int = 200
+    every: int = 100  # 0: off
+    power_iters: int = 20
+    power_tol: float = 1e-3
+    trace_probes: int = 4
+    density_at: list[int] = field(default_factory=list)  # steps (multiples of `every`) with an SLQ density
+    density_steps: int = 40
+
+
+@dataclass
+class ICSSettings:
+    """Part ``ics``: Definition 2.1 at chosen layers (1-based among conv/linear layers, >= 2), measured on the
+    landscape part's runs (the same training), over the whole run."""
+
     every: int = 50
     layers: list[int] = field(default_factory=lambda: [3, 6, 9])
-    momentum: float = 0.0
 
 
 @dataclass
@@ -88,6 +96,10 @@ class NoisySettings:
     n_sigma: float = 1.25
     r_mu: float = 0.1
     r_sigma: float = 0.1
+    # Noise strengths: each multiplies n_mu, n_sigma - 1, r_mu and r_sigma (1.0: the values above).
+    strengths: list[float] = field(default_factory=lambda: [1.0])
+    activation_unit: int = 3  # conv unit whose activation distribution is recorded (the paper's Fig. 2)
+    activation_every: int = 10
 
 
 @dataclass
@@ -104,7 +116,9 @@ class ExecutorSettings:
 @dataclass
 class StudySettings:
     scale: Literal["quick", "paper"] = "quick"
-    seed: int = 0
+    # Every training runs once per seed; comparisons are paired by seed (the same data order and init seed).
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    threads: int = 2  # torch threads of every training here and in each Ray task (0: torch's default); recorded
     device: str = "auto"
     parts: list[str] = field(default_factory=lambda: list(PARTS))
     width_mult: float = 0.125  # VGG-A channel/FC width multiplier (1.0 = the course VGG-A)
@@ -114,6 +128,7 @@ class StudySettings:
     train: TrainSettings = field(default_factory=TrainSettings)
     band: BandSettings = field(default_factory=BandSettings)
     landscape: LandscapeSettings = field(default_factory=LandscapeSettings)
+    curvature: CurvatureSettings = field(default_factory=CurvatureSettings)
     ics: ICSSettings = field(default_factory=ICSSettings)
     noisy: NoisySettings = field(default_factory=NoisySettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
@@ -123,60 +138,90 @@ class StudySettings:
 PAPER: dict[str, Any] = {
     "scale": "paper",
     "width_mult": 1.0,
+    "threads": 0,
     "eval_batch_size": 1000,
     "data": {"val_size": 5000, "subset": None, "test_subset": None},
     "train": {"steps": 15000},
     "band": {"steps": 7040},  # 20 epochs of 45k at batch 128 (the course's 20 epochs)
-    "landscape": {"lr": 0.1, "steps": 15000, "probe_every": 100, "eta_count": 8},
-    "ics": {"steps": 15000, "every": 500},
-    "noisy": {"steps": 15000},
+    "landscape": {"steps": 15000, "probe_every": 100},
+    "curvature": {"every": 1000, "density_at": [0, 5000, 14000]},
+    "ics": {"every": 500},
+    "noisy": {"steps": 15000, "strengths": [0.5, 1.0, 2.0], "activation_every": 100},
 }
 SCALES: dict[str, dict[str, Any]] = {"quick": {}, "paper": PAPER}
 
 
-def validate(s: StudySettings) -> StudySettings:
-    def need(ok: bool, key: str, value: Any, expected: str) -> None:
-        if not ok:
-            raise ConfigError(f"bn-study setting '{key}': got {value!r}, expected {expected}")
+def _need(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"bn-study setting '{key}': got {value!r}, expected {expected}")
 
-    need(len(s.parts) > 0 and all(p in PARTS for p in s.parts), "parts", s.parts,
-         f"a non-empty subset of {', '.join(PARTS)}")
-    need(s.width_mult > 0, "width_mult", s.width_mult, "> 0")
-    need(s.batch_size >= 2, "batch_size", s.batch_size, ">= 2 (BatchNorm needs a batch)")
-    need(s.eval_batch_size >= 1, "eval_batch_size", s.eval_batch_size, ">= 1")
-    need(s.device == "auto" or s.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", s.device,
-         "auto, cpu, cuda, cuda:N or mps")
+
+def _check_common(s: StudySettings) -> None:
+    _need(len(s.parts) > 0 and all(p in PARTS for p in s.parts), "parts", s.parts,
+          f"a non-empty subset of {', '.join(PARTS)}")
+    _need(len(s.seeds) > 0 and len(set(s.seeds)) == len(s.seeds) and all(x >= 0 for x in s.seeds), "seeds",
+          s.seeds, "a non-empty list of distinct seeds >= 0 (5 or more for a verdict with a useful CI)")
+    _need(s.threads >= 0, "threads", s.threads, ">= 0 (0: torch's default)")
+    _need(s.width_mult > 0, "width_mult", s.width_mult, "> 0")
+    _need(s.batch_size >= 2, "batch_size", s.batch_size, ">= 2 (BatchNorm needs a batch)")
+    _need(s.eval_batch_size >= 1, "eval_batch_size", s.eval_batch_size, ">= 1")
+    _need(s.device == "auto" or s.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", s.device,
+          "auto, cpu, cuda, cuda:N or mps")
     d = s.data
-    need(d.synthetic == 0 or d.synthetic >= 20, "data.synthetic", d.synthetic, "0 or >= 20 images")
-    need(0 <= d.val_size < 50000, "data.val_size", d.val_size, "0..49999")
-    need(d.subset is None or d.subset >= s.batch_size, "data.subset", d.subset,
-         f"null or >= batch_size ({s.batch_size})")
-    need(d.test_subset is None or 10 <= d.test_subset <= 10000, "data.test_subset", d.test_subset, "null or 10..10000")
-    for key, lrs in (("train.lrs", s.train.lrs), ("band.lrs", s.band.lrs)):
-        need(len(lrs) > 0 and all(lr > 0 for lr in lrs), key, lrs, "a non-empty list of learning rates > 0")
-    for key, value in (("train.steps", s.train.steps), ("band.steps", s.band.steps),
-                       ("landscape.steps", s.landscape.steps), ("ics.steps", s.ics.steps),
-                       ("noisy.steps", s.noisy.steps), ("landscape.probe_every", s.landscape.probe_every),
-                       ("landscape.eta_count", s.landscape.eta_count), ("ics.every", s.ics.every),
-                       ("band.smooth", s.band.smooth)):
-        need(value >= 1, key, value, "an integer >= 1")
-    for key, value in (("landscape.lr", s.landscape.lr), ("ics.lr", s.ics.lr), ("noisy.lr", s.noisy.lr)):
-        need(value > 0, key, value, "a learning rate > 0")
-    for key, value in (("train.momentum", s.train.momentum), ("landscape.momentum", s.landscape.momentum),
-                       ("ics.momentum", s.ics.momentum)):
-        need(0 <= value < 1, key, value, "0 <= momentum < 1")
-    need(s.train.weight_decay >= 0, "train.weight_decay", s.train.weight_decay, ">= 0")
-    need(0 < s.landscape.eta_low <= s.landscape.eta_high, "landscape.eta_low", s.landscape.eta_low,
-         f"0 < eta_low <= eta_high ({s.landscape.eta_high})")
-    need(len(s.ics.layers) > 0 and all(i >= 2 for i in s.ics.layers), "ics.layers", s.ics.layers,
-         "layer indices >= 2 (layer 1 has no earlier layers, so G = G')")
+    _need(d.synthetic == 0 or d.synthetic >= 20, "data.synthetic", d.synthetic, "0 or >= 20 images")
+    _need(0 <= d.val_size < 50000, "data.val_size", d.val_size, "0..49999")
+    _need(d.subset is None or d.subset >= s.batch_size, "data.subset", d.subset,
+          f"null or >= batch_size ({s.batch_size})")
+    _need(d.test_subset is None or 10 <= d.test_subset <= 10000, "data.test_subset", d.test_subset,
+          "null or 10..10000")
     ex = s.executor
-    need(ex.cpus_per_run > 0, "executor.cpus_per_run", ex.cpus_per_run, "> 0")
-    need(ex.gpus_per_run is None or ex.gpus_per_run >= 0, "executor.gpus_per_run", ex.gpus_per_run,
-         "null (auto) or >= 0")
+    _need(ex.cpus_per_run > 0, "executor.cpus_per_run", ex.cpus_per_run, "> 0")
+    _need(ex.gpus_per_run is None or ex.gpus_per_run >= 0, "executor.gpus_per_run", ex.gpus_per_run,
+          "null (auto) or >= 0")
+
+
+def _check_parts(s: StudySettings) -> None:
+    for key, lrs in (("train.lrs", s.train.lrs), ("band.lrs", s.band.lrs)):
+        _need(len(lrs) > 0 and all(lr > 0 for lr in lrs), key, lrs, "a non-empty list of learning rates > 0")
+    for key, value in (("train.steps", s.train.steps), ("band.steps", s.band.steps),
+                       ("landscape.steps", s.landscape.steps), ("noisy.steps", s.noisy.steps),
+                       ("landscape.probe_every", s.landscape.probe_every), ("ics.every", s.ics.every),
+                       ("landscape.eta_count", s.landscape.eta_count), ("band.smooth", s.band.smooth),
+                       ("noisy.activation_every", s.noisy.activation_every)):
+        _need(value >= 1, key, value, "an integer >= 1")
+    for key, value in (("landscape.lr", s.landscape.lr), ("noisy.lr", s.noisy.lr)):
+        _need(value > 0, key, value, "a learning rate > 0")
+    for key, value in (("train.momentum", s.train.momentum), ("landscape.momentum", s.landscape.momentum)):
+        _need(0 <= value < 1, key, value, "0 <= momentum < 1")
+    _need(s.train.weight_decay >= 0, "train.weight_decay", s.train.weight_decay, ">= 0")
+    ls = s.landscape
+    _need(0 < ls.eta_low <= ls.eta_high, "landscape.eta_low", ls.eta_low, f"0 < eta_low <= eta_high ({ls.eta_high})")
+    _need(len(s.ics.layers) > 0 and all(i >= 2 for i in s.ics.layers), "ics.layers", s.ics.layers,
+          "layer indices >= 2 (layer 1 has no earlier layers, so G = G')")
+
+
+def _check_curvature_noise(s: StudySettings) -> None:
+    c = s.curvature
+    _need(c.every >= 0, "curvature.every", c.every, ">= 0 (0: off)")
+    for key, value in (("curvature.power_iters", c.power_iters), ("curvature.trace_probes", c.trace_probes),
+                       ("curvature.density_steps", c.density_steps)):
+        _need(value >= 1, key, value, "an integer >= 1")
+    _need(c.power_tol > 0, "curvature.power_tol", c.power_tol, "> 0")
+    _need(all(c.every and x % c.every == 0 and 0 <= x < s.landscape.steps for x in c.density_at),
+          "curvature.density_at", c.density_at, f"steps that are multiples of curvature.every ({c.every}) "
+          f"below landscape.steps ({s.landscape.steps})")
     n = s.noisy
-    need(n.n_mu >= 0 and n.r_mu >= 0 and n.r_sigma >= 0, "noisy", to_dict(n), "n_mu, r_mu, r_sigma >= 0")
-    need(n.n_sigma >= 1, "noisy.n_sigma", n.n_sigma, ">= 1")
+    _need(n.n_mu >= 0 and n.r_mu >= 0 and n.r_sigma >= 0, "noisy", to_dict(n), "n_mu, r_mu, r_sigma >= 0")
+    _need(n.n_sigma >= 1, "noisy.n_sigma", n.n_sigma, ">= 1")
+    _need(len(n.strengths) > 0 and all(x > 0 for x in n.strengths), "noisy.strengths", n.strengths,
+          "a non-empty list of noise multipliers > 0")
+    _need(1 <= n.activation_unit <= 8, "noisy.activation_unit", n.activation_unit, "1..8 (VGG-A's conv units)")
+
+
+def validate(s: StudySettings) -> StudySettings:
+    _check_common(s)
+    _check_parts(s)
+    _check_curvature_noise(s)
     return s
 
 
@@ -193,14 +238,14 @@ def load_settings(scale: str = "quick", files: list[str] | None = None, override
     for text in overrides or []:
         merged = deep_merge(merged, parse_override(text))
     try:
-        built = _build(StudySettings, merged)
+        built = build_section(StudySettings, merged)
     except ConfigError as exc:
         raise ConfigError(f"bn-study: {exc}") from None
     return validate(built)
 
 
 def settings_from_dict(values: dict[str, Any]) -> StudySettings:
-    return validate(_build(StudySettings, values))
+    return validate(build_section(StudySettings, values))
 
 
 __all__ = ["MODELS", "PARTS", "SCALES", "StudySettings", "load_settings", "settings_from_dict", "to_dict"]

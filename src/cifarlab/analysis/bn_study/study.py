@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from cifarlab.analysis.bn_study.callbacks import Fig4Probe, ICSProbe
+from cifarlab.analysis.bn_study.callbacks import CurvatureProbe, Fig4Probe, ICSProbe
 from cifarlab.analysis.bn_study.probes import eta_grid
 from cifarlab.analysis.bn_study.settings import MODELS, PARTS, StudySettings, to_dict
 from cifarlab.config import RunConfig, config_from_dict
@@ -46,26 +46,33 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One training of the study: what is trained (model, optimiser, LR, steps, seed) and what is measured."""
+
     model: str  # vgg_a, vgg_a_bn or vgg_a_noisy_bn
     optimizer: str
     lr: float
     steps: int
+    seed: int = 0
     momentum: float = 0.0
     weight_decay: float = 0.0
     augment: bool = False
+    noise: tuple[float, ...] = ()  # (n_mu, n_sigma, r_mu, r_sigma) for vgg_a_noisy_bn
     probe_every: int = 0  # Fig. 4 probes every k steps (0: none)
     etas: tuple[float, ...] = ()
     ics_every: int = 0  # Definition 2.1 every k steps (0: none)
     ics_layers: tuple[int, ...] = ()
-    noise: tuple[float, ...] = ()  # (n_mu, n_sigma, r_mu, r_sigma) for vgg_a_noisy_bn
+    curvature: tuple[Any, ...] = ()  # (every, power_iters, power_tol, trace_probes, density_at, density_steps)
+    activations: tuple[int, ...] = ()  # (conv unit, every): the unit's activation distribution over training
+    bn_eval: bool = False  # also evaluate with batch statistics and with running statistics recomputed clean
 
     @property
     def name(self) -> str:
-        parts = [self.model, self.optimizer, f"lr{self.lr:g}", f"{self.steps}st"]
-        if self.probe_every:
-            parts.append("probe")
-        if self.ics_every:
-            parts.append("ics")
+        parts = [self.model, self.optimizer, f"lr{self.lr:g}", f"{self.steps}st", f"s{self.seed}"]
+        if self.noise:
+            parts.insert(1, "noise" + "-".join(f"{v:g}" for v in self.noise))
+        for flag, on in (("probe", self.probe_every), ("ics", self.ics_every), ("hess", self.curvature)):
+            if on:
+                parts.append(flag)
         return "-".join(parts)
 
 
@@ -73,7 +80,7 @@ def _model_options(spec: RunSpec, s: StudySettings) -> dict[str, Any]:
     options: dict[str, Any] = {"width_mult": s.width_mult}
     if spec.model == "vgg_a_noisy_bn":
         n_mu, n_sigma, r_mu, r_sigma = spec.noise
-        options.update(n_mu=n_mu, n_sigma=n_sigma, r_mu=r_mu, r_sigma=r_sigma, noise_seed=s.seed)
+        options.update(n_mu=n_mu, n_sigma=n_sigma, r_mu=r_mu, r_sigma=r_sigma, noise_seed=spec.seed)
     return options
 
 
@@ -101,23 +108,35 @@ def run_config(spec: RunSpec, s: StudySettings) -> RunConfig:
         # channels_last: on CPU oneDNN's channels_last VGG-A kernels give other sums with 1 thread than with 2
         # (loss 2.703 vs 2.736 at step 1, lr 0.5), NCHW the same; so a run does not depend on the thread count.
         "train": {"max_steps": spec.steps, "batch_size": s.batch_size, "eval_batch_size": s.eval_batch_size,
-                  "seed": s.seed, "device": s.device, "amp": "off", "log_every": 10, "channels_last": False},
+                  "seed": spec.seed, "device": s.device, "amp": "off", "log_every": 10, "channels_last": False},
     })
 
 
 def spec_callbacks(spec: RunSpec) -> list[Callback]:
+    from cifarlab.analysis.bn_study.noisy import ActivationRecorder, NoisyBNEvaluation
+
     cbs: list[Callback] = []
     if spec.probe_every:
         cbs.append(Fig4Probe(spec.probe_every, list(spec.etas)))
     if spec.ics_every:
         cbs.append(ICSProbe(spec.ics_every, list(spec.ics_layers)))
+    if spec.curvature:
+        every, iters, tol, probes, density_at, density_steps = spec.curvature
+        cbs.append(CurvatureProbe(every, power_iters=iters, power_tol=tol, trace_probes=probes,
+                                  density_at=tuple(density_at), density_steps=density_steps, seed=spec.seed))
+    if spec.activations:
+        cbs.append(ActivationRecorder(*spec.activations))
+    if spec.bn_eval:
+        cbs.append(NoisyBNEvaluation())
     return cbs
+
+
+PROBE_FIELDS = ("probe_every", "etas", "ics_every", "ics_layers", "curvature", "activations", "bn_eval")
 
 
 def fingerprint(spec: RunSpec, s: StudySettings) -> str:
     """What decides a run's files: its config (less where things are and how they are shown) and its probes."""
-    probes = {"probe_every": spec.probe_every, "etas": spec.etas, "ics_every": spec.ics_every,
-              "ics_layers": spec.ics_layers}
+    probes = {k: v for k, v in asdict(spec).items() if k in PROBE_FIELDS}
     text = json.dumps({"config": comparable(_config_dict(spec, s)), "probes": probes,
                        "synthetic": s.data.synthetic}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -139,8 +158,9 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
               "seconds_per_epoch": summary.get("s_per_epoch"), "train_seconds": summary.get("train_time_s"),
               "step_loss": [r["loss"] for r in steps], "step_acc": [r["acc"] for r in steps],
               "epochs": [{k: r[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")}
-                         for r in epochs], "run_dir": str(run_dir)}
-    for key, file in (("probes", "probes.json"), ("ics", "ics.json")):
+                         for r in epochs], "run_dir": str(run_dir), "summary": summary}
+    for key, file in (("probes", "probes.json"), ("ics", "ics.json"), ("curvature", "curvature.json"),
+                      ("activations", "activations.json")):
         path = run_dir / file
         result[key] = json.loads(path.read_text())["rows"] if path.is_file() else []
     return result
@@ -252,40 +272,78 @@ class Study:
 # --- run lists of each part: a registry, one entry per part -----------------------------------------------
 
 
+def _trained(s: StudySettings, model: str, lr: float, steps: int, seed: int, noise: tuple[float, ...] = ()) -> RunSpec:
+    """A run of the train/noisy parts: its activation distribution and BN-statistics evaluation recorded (both
+    only read), so the noisy part reuses the train part's runs at the same LR and step count."""
+    t, n = s.train, s.noisy
+    return RunSpec(model, t.optimizer, lr, steps, seed, t.momentum, t.weight_decay, t.augment, noise=noise,
+                   activations=(n.activation_unit, n.activation_every), bn_eval=True)
+
+
 def _train_specs(s: StudySettings) -> list[RunSpec]:
-    t = s.train
-    return [RunSpec(m, t.optimizer, lr, t.steps, t.momentum, t.weight_decay, t.augment) for m in MODELS
-            for lr in t.lrs]
+    return [_trained(s, m, lr, s.train.steps, seed) for seed in s.seeds for m in MODELS for lr in s.train.lrs]
 
 
 def _band_specs(s: StudySettings) -> list[RunSpec]:
-    return [RunSpec(m, s.band.optimizer, lr, s.band.steps) for m in MODELS for lr in s.band.lrs]
+    return [RunSpec(m, s.band.optimizer, lr, s.band.steps, seed) for seed in s.seeds for m in MODELS
+            for lr in s.band.lrs]
+
+
+def landscape_etas(s: StudySettings) -> tuple[float, ...]:
+    ls = s.landscape
+    if ls.grid == "paper":
+        return tuple(eta_grid(ls.lr, ls.eta_count, 0.5, 4.0))
+    return tuple(eta_grid(ls.lr, ls.eta_count, ls.eta_low, ls.eta_high, spacing="log"))
 
 
 def _landscape_specs(s: StudySettings) -> list[RunSpec]:
-    ls = s.landscape
-    etas = tuple(eta_grid(ls.lr, ls.eta_count, ls.eta_low, ls.eta_high))
-    return [RunSpec(m, "sgd", ls.lr, ls.steps, ls.momentum, probe_every=ls.probe_every, etas=etas) for m in MODELS]
-
-
-def _ics_specs(s: StudySettings) -> list[RunSpec]:
-    ic = s.ics
-    return [RunSpec(m, "sgd", ic.lr, ic.steps, ic.momentum, ics_every=ic.every, ics_layers=tuple(ic.layers))
-            for m in MODELS]
+    """Fig. 4, curvature and ICS on the same runs: the proxies and the direct measures see the same weights."""
+    ls, c, ic = s.landscape, s.curvature, s.ics
+    curv = (c.every, c.power_iters, c.power_tol, c.trace_probes, tuple(c.density_at), c.density_steps) \
+        if c.every else ()
+    return [RunSpec(m, "sgd", ls.lr, ls.steps, seed, ls.momentum, probe_every=ls.probe_every,
+                    etas=landscape_etas(s), ics_every=ic.every, ics_layers=tuple(ic.layers), curvature=curv)
+            for seed in s.seeds for m in MODELS]
 
 
 def _noisy_specs(s: StudySettings) -> list[RunSpec]:
-    n, t = s.noisy, s.train
-    # Same optimiser settings as the train part, so its runs at this LR/step count are reused.
-    base = [RunSpec(m, "sgd", n.lr, n.steps, t.momentum, t.weight_decay, t.augment) for m in MODELS]
-    return [*base, RunSpec("vgg_a_noisy_bn", "sgd", n.lr, n.steps, t.momentum, t.weight_decay, t.augment,
-                           noise=(n.n_mu, n.n_sigma, n.r_mu, n.r_sigma))]
+    n = s.noisy
+
+    def noise(k: float) -> tuple[float, ...]:
+        return (n.n_mu * k, 1 + (n.n_sigma - 1) * k, n.r_mu * k, n.r_sigma * k)
+
+    return [spec for seed in s.seeds for spec in (
+        *(_trained(s, m, n.lr, n.steps, seed) for m in MODELS),
+        *(_trained(s, "vgg_a_noisy_bn", n.lr, n.steps, seed, noise(k)) for k in n.strengths))]
 
 
 PART_SPECS: dict[str, Callable[[StudySettings], list[RunSpec]]] = {
-    "train": _train_specs, "band": _band_specs, "landscape": _landscape_specs, "ics": _ics_specs,
+    "train": _train_specs, "band": _band_specs, "landscape": _landscape_specs, "ics": _landscape_specs,
     "noisy": _noisy_specs,
 }
+
+
+def set_threads(threads: int) -> None:
+    """The study's fixed thread count (0: torch's default), so its timings say what they were measured with."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _write_settings(out: Path, s: StudySettings) -> None:
+    """settings.yaml: per part, the settings of its latest invocation (an invocation of some parts keeps the
+    other parts' entries, so the file always describes every result in the folder)."""
+    path, now = out / "settings.yaml", to_dict(s)
+    try:
+        import yaml
+
+        old = yaml.safe_load(path.read_text()) or {}
+    except (OSError, ValueError):
+        old = {}
+    merged = {**now, "parts_run": sorted(set(old.get("parts_run", [])) | set(s.parts))}
+    for part in PARTS:
+        if part not in s.parts and part in old:
+            merged[part] = old[part]
+    atomic_write_yaml(path, merged)
 
 
 def train_task(spec: dict[str, Any], settings: dict[str, Any], out: str) -> str:
@@ -293,6 +351,7 @@ def train_task(spec: dict[str, Any], settings: dict[str, Any], out: str) -> str:
     from cifarlab.analysis.bn_study.settings import settings_from_dict
 
     s = settings_from_dict(settings)
+    set_threads(int(min(s.threads or 1e9, max(1, s.executor.cpus_per_run))))
     run_spec = RunSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
     result = Study(s, Path(out), log=lambda _line: None).run(run_spec)
     return f"{result['status']}, {result['steps_done']} steps, {result['train_seconds']:.0f} s"
@@ -312,7 +371,8 @@ def run_study(s: StudySettings, out: str | Path, log: Log = print) -> dict[str, 
 
     study = Study(s, Path(out), log)
     study.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_yaml(study.out / "settings.yaml", to_dict(s))
+    set_threads(s.threads)
+    _write_settings(study.out, s)
     atomic_write_json(study.out / "env.json", environment_info(study.device))
     t_all = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
