@@ -10,10 +10,16 @@ position gets its own noise, around the per-step (mu_c, sigma_c). r_sigma is the
 In eval mode the wrapper adds no noise: it is the plain BN (the noise models a training-time distribution
 shift, the network is judged without it). Registered as the model ``vgg_a_noisy_bn``; the noise generators'
 states travel in the model's state_dict (``get_extra_state``), so a resumed run draws the same noise.
+
+``noise_enabled`` (per module) / ``noise_disabled(model)`` switch the noise off in training mode without drawing
+from (or touching) the generators: batch-statistics evaluation and clean BN-statistics passes need BN's training
+behaviour without the injected shift.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +68,7 @@ class NoisyBatchNorm(nn.Module):
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
         self.last: NoiseDraw | None = None
+        self.noise_enabled = True  # False: exactly the BN in training mode too (no draw from the generator)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
@@ -70,7 +77,7 @@ class NoisyBatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         a = self.bn(x)
-        if not self.training:
+        if not (self.training and self.noise_enabled):
             return a
         out, self.last = add_bn_noise(a, self._generator(a.device), self.n_mu, self.n_sigma, self.r_mu,
                                       self.r_sigma)
@@ -86,6 +93,21 @@ class NoisyBatchNorm(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         for dev, rng in state.items():
             self._generator(torch.device(dev)).set_state(rng)
+
+
+@contextlib.contextmanager
+def noise_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Noise off in every ``NoisyBatchNorm`` of ``model`` inside the block; each module's previous setting is
+    restored on exit (also on error). A model without noisy BN passes through unchanged."""
+    noisy = [m for m in model.modules() if isinstance(m, NoisyBatchNorm)]
+    before = [m.noise_enabled for m in noisy]
+    for m in noisy:
+        m.noise_enabled = False
+    try:
+        yield model
+    finally:
+        for m, enabled in zip(noisy, before):
+            m.noise_enabled = enabled
 
 
 def make_noisy_bn(model: nn.Module, seed: int = 0, **noise: float) -> nn.Module:
@@ -109,4 +131,4 @@ def vgg_a_noisy_bn(num_classes: int = 10, width_mult: float = 1.0, n_mu: float =
                          n_mu=n_mu, n_sigma=n_sigma, r_mu=r_mu, r_sigma=r_sigma)
 
 
-__all__ = ["NoiseDraw", "NoisyBatchNorm", "add_bn_noise", "make_noisy_bn", "vgg_a_noisy_bn"]
+__all__ = ["NoiseDraw", "NoisyBatchNorm", "add_bn_noise", "make_noisy_bn", "noise_disabled", "vgg_a_noisy_bn"]
