@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarlab.analysis.bn_study.cli import add_bn_study_parser, cmd_bn_study
+from cifarlab.commands.bn_study import add_bn_study_parser, cmd_bn_study
+from cifarlab.analysis.bn_study.findings import read_findings
 from cifarlab.analysis.bn_study.interpret import summarize, to_markdown
 from cifarlab.analysis.bn_study.settings import load_settings
 from cifarlab.analysis.bn_study.study import RunSpec, Study, run_config, spec_callbacks
@@ -20,7 +21,9 @@ from cifarlab.errors import ConfigError
 
 TINY = ["data.synthetic=200", "width_mult=0.0625", "batch_size=32", "eval_batch_size=100", "train.steps=5",
         "train.lrs=[0.1]", "band.steps=4", "band.lrs=[0.001,0.0001]", "landscape.steps=4", "landscape.probe_every=2",
-        "landscape.eta_count=3", "ics.steps=3", "ics.every=2", "ics.layers=[2,5]", "noisy.steps=5"]
+        "landscape.eta_count=3", "ics.every=2", "ics.layers=[2,5]", "noisy.steps=5", "seeds=[0]", "threads=0",
+        "curvature.every=2", "curvature.power_iters=3", "curvature.trace_probes=2", "noisy.activation_every=2",
+        "noisy.strengths=[1.0]"]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -86,23 +89,27 @@ def test_trajectory_unchanged_by_probe_and_ics_callbacks(tmp_path: Path) -> None
 def test_tiny_end_to_end_produces_every_file_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "study"
     assert cmd_bn_study(parse(["--out", str(out), "--device", "cpu", *TINY])) == 0
-    expected = ["settings.yaml", "env.json", "summary.md", "summary.json",
+    expected = ["settings.yaml", "env.json", "summary.md", "summary.json", "findings.json", "manifest.json",
                 "train/curves.png", "train/steps.csv", "train/epochs.csv", "train/final.csv", "train/done.json",
                 "band/band.png", "band/band.csv", "band/losses.csv", "band/done.json",
                 "landscape/landscape.png", "landscape/probes.csv", "landscape/probes_eta.csv", "landscape/done.json",
+                "landscape/beta_eta.png", "landscape/curvature.png", "landscape/curvature.csv",
                 "ics/ics.png", "ics/ics.csv", "ics/done.json",
-                "noisy/curves.png", "noisy/epochs.csv", "noisy/final.csv", "noisy/done.json"]
+                "noisy/curves.png", "noisy/epochs.csv", "noisy/final.csv", "noisy/done.json", "noisy/activations.png"]
     for name in expected:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("band_width_mean", "pred_mean", "beta_mean", "beta_max", "test_acc", "ics_l2_mean"):
-        assert key in summary["models"]["vgg_a"] and key in summary["models"]["vgg_a_bn"], key
-    assert set(summary["noisy"]) == {"vgg_a", "vgg_a_bn", "vgg_a_noisy_bn"}
-    assert any("beta-smoothness" in line for line in summary["interpretation"])
-    # The band CSV is the per-step min/max over the LR runs of losses.csv.
+    for key in ("band_width", "pred", "pred_rel", "beta", "lambda_max", "trace", "ics_rel", "lr0.1:test_acc",
+                "lr0.1:test_acc_clean_stats"):
+        assert key in summary["arms"]["vgg_a"] and key in summary["arms"]["vgg_a_bn"], key
+    assert "noisy:test_acc_clean_stats" in summary["arms"]["vgg_a_noisy_bn@0.5"]
+    # One seed: every claim is measured and stays inconclusive (no CI from one run), in findings.json too.
+    found = read_findings(out / "findings.json")["findings"]
+    assert len(found) >= 10 and {f["verdict"] for f in found} == {"inconclusive"}
+    assert any("beta-smoothness" in line and line.endswith("inconclusive") for line in summary["interpretation"])
+    # The band CSV is the per-step min/max over the LR runs of losses.csv, per model and seed.
     band = (out / "band" / "band.csv").read_text().splitlines()
-    assert band[0].split(",") == ["step", "vgg_a_min", "vgg_a_max", "vgg_a_bn_min", "vgg_a_bn_max"]
-    assert len(band) == 1 + 4
+    assert band[0].split(",") == ["model", "seed", "step", "min", "max"] and len(band) == 1 + 2 * 4
     # Second invocation: every part is complete, nothing is trained again.
     capsys.readouterr()
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
@@ -116,7 +123,7 @@ def test_tiny_end_to_end_produces_every_file_and_resumes(tmp_path: Path, capsys:
     assert "bn-study summary" in capsys.readouterr().out
     # ... and the summary still holds the other (complete) parts.
     summary = json.loads((out / "summary.json").read_text())
-    assert "beta_mean" in summary["models"]["vgg_a_bn"] and "vgg_a_noisy_bn" in summary["noisy"]
+    assert "beta" in summary["arms"]["vgg_a_bn"] and "vgg_a_noisy_bn@0.5" in summary["arms"]
     # The report shows the study as one section: its two tables and five figures, no bogus "run" sections.
     from cifarlab.report.build import build_report, report_counts
 
@@ -127,18 +134,26 @@ def test_tiny_end_to_end_produces_every_file_and_resumes(tmp_path: Path, capsys:
     assert "Run study" not in html and "Santurkar et al. Fig. 4" in md_path.read_text()
 
 
-def test_interpretation_follows_the_numbers() -> None:
+def test_verdicts_follow_the_numbers_and_their_spread() -> None:
+    """A clear effect over 5 seeds is 'supported', the reverse 'contradicted', noise 'inconclusive'."""
     s = load_settings("quick")
 
-    def fake(model: str, beta: float) -> dict:
-        return {"spec": {"model": model, "lr": 0.1}, "status": "completed", "step_loss": [1.0],
-                "probes": [{"losses": [1.0, 2.0], "grad_diffs": [1.0, 3.0], "betas": [beta, beta / 2]}]}
+    def fake(model: str, seed: int, beta: float) -> dict:
+        return {"spec": {"model": model, "lr": 0.1, "seed": seed}, "status": "completed", "step_loss": [1.0],
+                "probes": [{"loss": 1.0, "losses": [1.0, 2.0], "grad_diffs": [1.0, 3.0], "betas": [beta, beta / 2]}]}
 
-    lines = summarize({"landscape": [fake("vgg_a", 40.0), fake("vgg_a_bn", 10.0)]}, s)["interpretation"]
-    assert any("BN 10 vs 40 without (-75 %) → BN smoother" in line for line in lines)
-    lines = summarize({"landscape": [fake("vgg_a", 10.0), fake("vgg_a_bn", 40.0)]}, s)["interpretation"]
-    assert any("BN not smoother here" in line for line in lines)
-    assert "| VGG-A+BN |" in to_markdown(summarize({"landscape": [fake("vgg_a", 1.0), fake("vgg_a_bn", 2.0)]}, s))
+    def verdict(bn: list[float], std: list[float]) -> str:
+        runs = [fake("vgg_a_bn", k, b) for k, b in enumerate(bn)] + [fake("vgg_a", k, b) for k, b in enumerate(std)]
+        found = [f for f in summarize({"landscape": runs}, s)["findings"] if f["claim"].startswith("Fig. 4c")]
+        return found[0]["verdict"]
+
+    std = [40.0, 42.0, 38.0, 41.0, 39.0]
+    assert verdict([10.0, 11.0, 9.5, 10.5, 10.2], std) == "supported"
+    assert verdict([80.0, 82.0, 79.0, 81.0, 83.0], std) == "contradicted"
+    assert verdict([41.0, 38.0, 40.5, 39.0, 42.0], std) == "inconclusive"
+    assert verdict([10.0, 11.0], std[:2]) == "inconclusive"  # two seeds: no verdict however large the effect
+    summary = summarize({"landscape": [fake("vgg_a", 0, 1.0), fake("vgg_a_bn", 0, 2.0)]}, s)
+    assert "| VGG-A+BN |" in to_markdown(summary) and "inconclusive" in to_markdown(summary)
 
 
 class Interrupt(Exception):

@@ -1,6 +1,6 @@
 """The ``cifarlab`` command line. Each subcommand is one job; user mistakes print one line and exit 2.
 
-The commands live in :mod:`cifarlab.commands` (``bn-study``'s in ``analysis/bn_study/cli.py``); none imports
+The commands live in :mod:`cifarlab.commands`; none imports
 torch, numpy or matplotlib before its handler runs, so ``cifarlab --help`` is fast.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from cifarlab.analysis.bn_study.cli import add_bn_study_parser, cmd_bn_study
+from cifarlab.commands.bn_study import add_bn_study_parser, cmd_bn_study
 from cifarlab.commands.experiments import (
     add_bench_parser,
     add_report_parser,

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cifarlab.io import atomic_write_text
+
 SCHEMA = "cifarlab.bn_study.findings/1"
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE)
@@ -258,14 +260,14 @@ def make_finding(claim: str, metric: Metric, bn_values: Values, std_values: Valu
 
 
 # ---------------------------------------------------------------- findings.json
-def write_findings(path: str | Path, findings: Sequence[Finding]) -> Path:
-    """Write ``{"schema": SCHEMA, "findings": [...]}`` (validated before it is written)."""
+def write_findings(path: str | Path, findings: Sequence[Finding | dict[str, Any]]) -> Path:
+    """Write ``{"schema": SCHEMA, "findings": [...]}`` (validated before it is written, atomically)."""
     obj = {"schema": SCHEMA, "confidence": CONFIDENCE, "min_pairs": MIN_PAIRS,
-           "findings": [f.to_dict() for f in findings]}
+           "findings": [f.to_dict() if isinstance(f, Finding) else f for f in findings]}
     validate_findings(obj)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
     return path
 
 

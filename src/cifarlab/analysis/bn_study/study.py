@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from cifarlab.analysis.bn_study.callbacks import CurvatureProbe, Fig4Probe, ICSProbe
+from cifarlab.analysis.bn_study.findings import write_findings
 from cifarlab.analysis.bn_study.probes import eta_grid
 from cifarlab.analysis.bn_study.settings import MODELS, PARTS, StudySettings, to_dict
 from cifarlab.config import RunConfig, config_from_dict
@@ -396,6 +397,7 @@ def run_study(s: StudySettings, out: str | Path, log: Log = print) -> dict[str, 
     summary = interpret.summarize(results, s)
     summary["wall_seconds"] = time.perf_counter() - t_all
     atomic_write_json(study.out / "summary.json", summary)
+    write_findings(study.out / "findings.json", summary["findings"])
     atomic_write_text(study.out / "summary.md", interpret.to_markdown(summary))
     write_study_manifest(study.out, summary)
     log(interpret.to_markdown(summary))
@@ -408,22 +410,38 @@ FIGURES = [
      "learning rates (course protocol); standard VGG-A green, with BN red."),
     ("landscape/landscape.png", "Santurkar et al. Fig. 4", "Loss landscape, gradient predictiveness and effective "
      "β-smoothness along the gradient, probed every k steps."),
-    ("ics/ics.png", "Internal covariate shift (Def. 2.1)", "‖G − G′‖₂ and cos(G, G′) per probed layer."),
+    ("landscape/beta_eta.png", "β and ‖Δg‖/‖g‖ at each step size", "Where on the η grid β's maximum comes "
+     "from; dashed: the training LR."),
+    ("landscape/curvature.png", "Top Hessian eigenvalue", "λ_max of the batch Hessian (power iteration on "
+     "Hessian-vector products) vs step and vs training loss, one line per seed."),
+    ("ics/ics.png", "Internal covariate shift (Def. 2.1)", "‖G − G′‖₂/‖G‖ and cos(G, G′) per probed layer."),
     ("noisy/curves.png", "Noisy BN (Algorithm 1)", "BN followed by random per-step shift/scale noise vs BN and "
      "standard VGG-A."),
+    ("noisy/activations.png", "Activation distributions (the paper's Fig. 2)", "One conv unit's activations over "
+     "training: standard, BN, noisy BN."),
 ]
 
 
 def write_study_manifest(out: Path, summary: dict[str, Any]) -> None:
     """What `cifarlab report` shows of the study: interpretation, tables, figures; its runs get no sections."""
+    from cifarlab.analysis.bn_study.findings import fmt_ci
     from cifarlab.analysis.bn_study.interpret import summary_tables
     from cifarlab.manifest import figure, table, text, write_manifest
 
-    items = [text("Interpretation, generated from the numbers in the tables: " + "; ".join(summary["interpretation"]))]
-    for i, (header, rows) in enumerate(summary_tables(summary)):
-        items.append(table("Per model" if i == 0 else "Noisy BN", "Means over probed steps; β = effective "
-                           "smoothness; accuracies on the test set, evaluated once at the end of each training.",
-                           header, rows))
+    items = [text("Findings, generated from the numbers (BN − standard paired by seed; a verdict only when the "
+                  "95 % CI excludes zero): " + "; ".join(summary["interpretation"]))]
+    rows = [[f["claim"], fmt_ci(f["standard"]["mean"], f["standard"]["ci_low"], f["standard"]["ci_high"]),
+             fmt_ci(f["bn"]["mean"], f["bn"]["ci_low"], f["bn"]["ci_high"]),
+             fmt_ci(f["comparison"]["mean_diff"], f["comparison"]["ci_low"], f["comparison"]["ci_high"]),
+             str(f["comparison"]["n_pairs"]), f["verdict"]] for f in summary["findings"]]
+    items.append(table("Findings", "Claims of the paper tested over seeds (95 % CIs).",
+                       ["claim", "standard", "BN", "BN − standard", "n", "verdict"], rows, numeric=False))
+    for i, (header, body) in enumerate(summary_tables(summary)):
+        items.append(table("Per model" if i == 0 else "Trained runs per arm", "Mean over seeds [95 % CI]; β = "
+                           "effective smoothness; accuracies on the test set, evaluated at the end of each "
+                           "training.", header, body))
+    if summary["caveats"]:
+        items.append(text("Caveats: " + "; ".join(summary["caveats"])))
     items += [figure(path, title, caption) for path, title, caption in FIGURES if (out / path).is_file()]
     write_manifest(out, f"BatchNorm study {{path}} ({summary['scale']} scale)", items, covers=["runs"])
 

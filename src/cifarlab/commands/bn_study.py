@@ -9,11 +9,13 @@ import yaml
 
 EPILOG = """\
 examples:
-  cifarlab bn-study                                   # quick scale (~15 min on a 2-core CPU)
+  cifarlab bn-study --data-dir ../shared/datasets      # quick scale: 5 seeds per arm (see docs/bn_study.md)
   cifarlab bn-study --data-dir ../shared/datasets --parts landscape,band
   cifarlab bn-study --scale paper --device cuda       # full VGG-A, 45k images, 15,000 steps
   cifarlab bn-study --scale paper --executor ray --ray-address auto   # trainings in parallel on a cluster
-  cifarlab bn-study landscape.eta_count=10 train.lrs=[0.05,0.1]
+  cifarlab bn-study landscape.eta_count=10 train.lrs=[0.05,0.1] --seeds 0,1,2,3,4,5,6,7
+  cifarlab bn-study landscape.grid=paper              # the paper's linear step-size grid [0.5, 4] x lr
+  cifarlab bn-study --reprobe runs/bn-study-quick/runs/vgg_a_bn-sgd-lr0.1-800st-s0-probe-ics-hess-1a2b3c4d5e
 re-running the same command skips the parts and runs that are complete and resumes an interrupted run from
 its last saved epoch.
 """
@@ -30,6 +32,9 @@ def add_bn_study_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--data-dir", help="where CIFAR-10 is [data.dir]")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N [device]")
     p.add_argument("--parts", help="comma-separated subset of train,band,landscape,ics,noisy [parts]")
+    p.add_argument("--seeds", help="comma-separated seeds, one training per seed and arm [seeds]")
+    p.add_argument("--reprobe", metavar="RUN_DIR", help="recompute the probes of one study run from its saved "
+                   "probe points and compare them with the recorded numbers")
     p.add_argument("--executor", choices=["auto", "local", "ray"],
                    help="where the trainings run: auto (Ray at paper scale if installed), local, ray [executor.kind]")
     p.add_argument("--ray-address", help="join this Ray cluster, e.g. auto [executor.address]")
@@ -50,6 +55,13 @@ def cmd_bn_study(args: argparse.Namespace) -> int:
     if args.executor is not None or args.ray_address is not None:
         extra["executor"] = {k: v for k, v in (("kind", args.executor), ("address", args.ray_address))
                              if v is not None}
+    if args.reprobe:
+        return _reprobe(args.reprobe, args.data_dir)
+    if args.seeds is not None:
+        try:
+            extra["seeds"] = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds: got {args.seeds!r}, expected comma-separated integers (0,1,2,3,4)") from None
     if args.parts is not None:
         parts = [p.strip() for p in args.parts.split(",") if p.strip()]
         if not parts:
@@ -70,6 +82,17 @@ def cmd_bn_study(args: argparse.Namespace) -> int:
 
         print(to_markdown(summary), end="")
     return 0
+
+
+def _reprobe(run_dir: str, data_dir: str | None) -> int:
+    from cifarlab.analysis.bn_study.reprobe import reprobe_run
+
+    rows = reprobe_run(Path(run_dir), data_dir=data_dir)
+    worst = max((r["max_rel_diff"] for r in rows), default=0.0)
+    for r in rows:
+        print(f"step {r['step']:>6}: max relative difference {r['max_rel_diff']:.2e}")
+    print(f"{len(rows)} probe points recomputed; largest relative difference {worst:.2e}")
+    return 0 if worst <= 1e-3 else 1
 
 
 __all__ = ["add_bn_study_parser", "cmd_bn_study"]
