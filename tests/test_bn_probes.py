@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,67 @@ def test_eta_grid_spans_half_to_four_times_lr() -> None:
     grid = eta_grid(0.1, 8)
     assert grid[0] == pytest.approx(0.05) and grid[-1] == pytest.approx(0.4) and len(grid) == 8
     assert np.all(np.diff(grid) > 0)
+
+
+def test_log_grid_endpoints_and_ratio_exact() -> None:
+    grid = eta_grid(0.1, 7, 1e-3, 4.0, spacing="log")
+    assert len(grid) == 7 and grid[0] == 1e-3 * 0.1 and grid[-1] == 4.0 * 0.1
+    ratios = np.array(grid[1:]) / np.array(grid[:-1])
+    assert ratios == pytest.approx(np.full(6, 4000 ** (1 / 6)), rel=1e-12)
+    assert eta_grid(0.1, 8) == eta_grid(0.1, 8, spacing="linear")  # the paper's grid is still the default
+    assert eta_grid(0.2, 1, 0.01, 1.0, spacing="log") == [0.01 * 0.2]
+    with pytest.raises(ValueError, match="spacing"):
+        eta_grid(0.1, 3, spacing="geometric")
+    with pytest.raises(ValueError, match="low > 0"):
+        eta_grid(0.1, 3, 0.0, 1.0, spacing="log")
+
+
+def test_loss_slopes_and_rel_diffs_closed_form_on_quadratic(quad: tuple[Quadratic, torch.Tensor]) -> None:
+    model, _ = quad
+    a, w = model.a, model.w.detach()
+    etas = eta_grid(0.1, 6, 1e-3, 4.0, spacing="log")
+    r = probe_step(model, torch.zeros(1), torch.zeros(1), as_loss, etas)
+    g = a @ w
+    gg, gag, g_norm = float(g @ g), float(g @ a @ g), float(g.norm())
+    # L(w - eta g) - L(w) = -eta ||g||^2 + eta^2/2 g^T A g  ->  slope -||g|| + eta g^T A g / (2 ||g||)
+    assert r.loss_slopes == pytest.approx([-g_norm + e * gag / (2 * g_norm) for e in etas], rel=1e-9)
+    assert r.loss_slopes[0] == pytest.approx(-math.sqrt(gg), rel=1e-3)  # the eta -> 0 limit: -||g||
+    assert r.rel_diffs == pytest.approx([e * float((a @ g).norm()) / g_norm for e in etas], rel=1e-10)
+
+
+class Quartic(nn.Module):
+    """L(w) = w^2/2 - c w^4/4 in 1-D. (On a quadratic beta is the same at every eta, ||Ag|| / ||g||: no max.)
+
+    From w = 1 the gradient is g = 1 - c and beta(eta) = |mean of L'' over [a, 1]| = 1 - c (1 + a + a^2) with
+    a = 1 - eta g: largest at a = -1/2, i.e. eta* = 1.5 / g.
+    """
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+        self.w = nn.Parameter(torch.ones(1, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (0.5 * self.w**2 - self.c * self.w**4 / 4).sum()
+
+
+@pytest.mark.parametrize(("low", "high", "argmax", "edge"), [
+    (0.1, 4.0, None, False),  # the grid brackets eta*: interior max
+    (0.1, 1.0, -1, True),  # all below eta*: beta still rising at the last point
+    (2.5, 4.0, 0, True),  # all above eta*: beta falling from the first point
+])
+def test_beta_at_edge_on_quartic(low: float, high: float, argmax: int | None, edge: bool) -> None:
+    c = 0.1
+    model, g = Quartic(c), 1 - c
+    etas = eta_grid(1.0, 40, low, high)
+    r = probe_step(model, torch.zeros(1), torch.zeros(1), as_loss, etas)
+    expected = [1 - c * (1 + a + a * a) for a in (1 - e * g for e in etas)]
+    assert r.betas == pytest.approx(expected, rel=1e-9)
+    assert r.beta_at_edge is edge
+    if argmax is None:
+        assert etas[r.beta_argmax] == pytest.approx(1.5 / g, abs=etas[1] - etas[0])
+    else:
+        assert r.beta_argmax == argmax % len(etas)
 
 
 def test_quadratic_closed_forms(quad: tuple[Quadratic, torch.Tensor]) -> None:

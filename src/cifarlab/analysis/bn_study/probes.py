@@ -1,11 +1,17 @@
 """Santurkar et al. (2018) Fig. 4 probes: loss landscape, gradient predictiveness, effective beta-smoothness.
 
-At a training step with weights w and batch (x, y), g = grad L(w). For each step size eta of a grid spanning
-[0.5, 4] x lr we evaluate, on the SAME batch, L(w - eta g) and grad L(w - eta g), and record
+At a training step with weights w and batch (x, y), g = grad L(w). For each step size eta of a grid (the
+paper's: linear over [0.5, 4] x lr) we evaluate, on the SAME batch, L(w - eta g) and grad L(w - eta g), and record
 
 * (a) loss landscape:          L(w - eta g)                               -> min / max over eta
 * (b) gradient predictiveness: ||grad L(w - eta g) - g||_2                -> min / max over eta
 * (c) effective beta:          ||grad L(w - eta g) - g||_2 / (eta ||g||_2) -> max over eta
+
+and, to tell whether the grid is in the local regime: ||grad L(w - eta g) - g|| / ||g|| (about 1 or more: the
+gradient has turned over, the step left the region where a Taylor expansion holds, and beta ~ 1/eta is set by
+the grid) and the loss slope (L(w - eta g) - L(w)) / (eta ||g||) (-||g|| in the eta -> 0 limit). A max of beta
+on the first or last grid point (``beta_at_edge``) says the grid, not the landscape, decided it; a log-spaced
+grid (``eta_grid(..., spacing="log")``) reaches down to the local regime.
 
 The probe must not perturb training. It never writes into the model: the perturbed weights and CLONES of the
 buffers go through ``torch.func.functional_call``, so BatchNorm (in training mode, batch statistics, as in the
@@ -38,6 +44,8 @@ class ProbeResult:
     losses: list[float] = field(default_factory=list)  # L(w - eta g)
     grad_diffs: list[float] = field(default_factory=list)  # ||grad L(w - eta g) - g||_2
     betas: list[float] = field(default_factory=list)  # grad_diffs / (eta ||g||)
+    rel_diffs: list[float] = field(default_factory=list)  # grad_diffs / ||g||: >= ~1 means g has turned over
+    loss_slopes: list[float] = field(default_factory=list)  # (L(w - eta g) - L(w)) / (eta ||g||)
 
     @property
     def loss_min(self) -> float:
@@ -59,14 +67,34 @@ class ProbeResult:
     def beta(self) -> float:
         return max(self.betas)
 
+    @property
+    def beta_argmax(self) -> int:
+        """Grid index of the max beta (the first one on ties)."""
+        return int(np.argmax(self.betas))
 
-def eta_grid(lr: float, count: int, low: float = 0.5, high: float = 4.0) -> list[float]:
-    """``count`` step sizes evenly spanning [low, high] x lr (the paper: 0.05..0.4 at lr 0.1)."""
+    @property
+    def beta_at_edge(self) -> bool:
+        """The max beta sits on the first or last grid point: the grid's range, not the landscape, decided it."""
+        return self.beta_argmax in (0, len(self.betas) - 1)
+
+
+SPACINGS = ("linear", "log")
+
+
+def eta_grid(lr: float, count: int, low: float = 0.5, high: float = 4.0, spacing: str = "linear") -> list[float]:
+    """``count`` step sizes spanning [low, high] x lr: evenly (``linear``, the paper: 0.05..0.4 at lr 0.1) or
+    with a constant ratio (``log``, e.g. low 1e-3: down to where the step is local)."""
     if count < 1:
         raise ValueError(f"eta grid needs at least one point, got {count}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"eta grid spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    if spacing == "log" and low <= 0:
+        raise ValueError(f"a log-spaced eta grid needs low > 0, got {low}")
     if count == 1:
         return [low * lr]
-    return [float(v) * lr for v in np.linspace(low, high, count)]
+    points = np.geomspace(low, high, count) if spacing == "log" else np.linspace(low, high, count)
+    points[0], points[-1] = low, high  # exact endpoints whatever the rounding of the spacing
+    return [float(v) * lr for v in points]
 
 
 @contextlib.contextmanager
@@ -142,7 +170,7 @@ def probe_step(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, etas: Se
                 loss0 = float(loss)
             else:
                 with torch.no_grad():
-                        loss0 = float(loss_fn(functional_call(model, (params, cloned_buffers(model)), (x,)), y))
+                    loss0 = float(loss_fn(functional_call(model, (params, cloned_buffers(model)), (x,)), y))
         g_norm = global_norm(list(g.values()))
         result = ProbeResult(loss=loss0, grad_norm=g_norm)
         for eta in etas:
@@ -153,6 +181,8 @@ def probe_step(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, etas: Se
             result.grad_diffs.append(diff)
             # g = 0 (a stationary point) has no defined smoothness along -g: report 0, not NaN.
             result.betas.append(diff / (eta * g_norm) if g_norm > 0 else 0.0)
+            result.rel_diffs.append(diff / g_norm if g_norm > 0 else 0.0)
+            result.loss_slopes.append((loss_eta - loss0) / (eta * g_norm) if g_norm > 0 else 0.0)
     return result
 
 
@@ -169,6 +199,6 @@ def loss_band(curves: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray
 
 
 __all__ = [
-    "ProbeResult", "cloned_buffers", "eta_grid", "global_norm", "loss_and_grads", "loss_band", "named_trainable",
-    "preserved_rng", "probe_step",
+    "SPACINGS", "ProbeResult", "cloned_buffers", "eta_grid", "global_norm", "loss_and_grads", "loss_band",
+    "named_trainable", "preserved_rng", "probe_step",
 ]
