@@ -86,8 +86,9 @@ def cmd_bn_study(args: argparse.Namespace) -> int:
 
 def _reprobe(run_dir: str, data_dir: str | None) -> int:
     from cifarlab.analysis.bn_study.reprobe import reprobe_run
+    from cifarlab.data import load_cifar10
 
-    rows = reprobe_run(Path(run_dir), data_dir=data_dir)
+    rows = reprobe_run(Path(run_dir), data=load_cifar10(data_dir) if data_dir else None)
     worst = max((r["max_rel_diff"] for r in rows), default=0.0)
     for r in rows:
         print(f"step {r['step']:>6}: max relative difference {r['max_rel_diff']:.2e}")

@@ -64,7 +64,10 @@ def _landscape_metrics(run: dict[str, Any]) -> dict[str, float | None]:
     }
     curv = run.get("curvature", [])
     if curv:
-        out.update(lambda_max=_mean([r["lambda_max"] for r in curv]), gHg=_mean([r["gHg_over_gg"] for r in curv]),
+        # Power iteration may stall (tiny spectra of a net on its plateau): only converged estimates count.
+        ok = [r for r in curv if r.get("lambda_converged", True)]
+        out["lambda_unconverged"] = float(len(curv) - len(ok))
+        out.update(lambda_max=_mean([r["lambda_max"] for r in ok]), gHg=_mean([r["gHg_over_gg"] for r in curv]),
                    Hg=_mean([r["Hg_over_g"] for r in curv]), trace=_mean([r["trace"] for r in curv]))
     if run.get("ics"):
         out["ics_rel"] = _mean([r["l2"] / r["grad_norm"] if r["grad_norm"] > 0 else None for r in run["ics"]])
@@ -106,7 +109,8 @@ def _matched_lambda(runs: list[dict[str, Any]], out: PerSeed, levels: int = 5) -
     curvature points span (none when the two runs' losses do not overlap)."""
     points: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for run in runs:
-        pts = sorted((r["loss"], r["lambda_max"]) for r in run.get("curvature", []) if r["lambda_max"] > 0)
+        pts = sorted((r["loss"], r["lambda_max"]) for r in run.get("curvature", [])
+                     if r["lambda_max"] > 0 and r.get("lambda_converged", True))
         points[(arm(run), run["spec"]["seed"])] = pts
     for seed in {sd for _, sd in points}:
         bn, std = points.get(("vgg_a_bn", seed), []), points.get(("vgg_a", seed), [])

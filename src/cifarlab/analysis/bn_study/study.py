@@ -118,7 +118,8 @@ def spec_callbacks(spec: RunSpec) -> list[Callback]:
 
     cbs: list[Callback] = []
     if spec.probe_every:
-        cbs.append(Fig4Probe(spec.probe_every, list(spec.etas)))
+        # Weights, optimizer state and batch saved at each probed step: `bn-study --reprobe RUN` checks them.
+        cbs.append(Fig4Probe(spec.probe_every, list(spec.etas), save_points=True))
     if spec.ics_every:
         cbs.append(ICSProbe(spec.ics_every, list(spec.ics_layers)))
     if spec.curvature:
@@ -300,8 +301,8 @@ def landscape_etas(s: StudySettings) -> tuple[float, ...]:
 def _landscape_specs(s: StudySettings) -> list[RunSpec]:
     """Fig. 4, curvature and ICS on the same runs: the proxies and the direct measures see the same weights."""
     ls, c, ic = s.landscape, s.curvature, s.ics
-    curv = (c.every, c.power_iters, c.power_tol, c.trace_probes, tuple(c.density_at), c.density_steps) \
-        if c.every else ()
+    density = tuple(sorted({int(f * ls.steps) // c.every * c.every for f in c.density_at})) if c.every else ()
+    curv = (c.every, c.power_iters, c.power_tol, c.trace_probes, density, c.density_steps) if c.every else ()
     return [RunSpec(m, "sgd", ls.lr, ls.steps, seed, ls.momentum, probe_every=ls.probe_every,
                     etas=landscape_etas(s), ics_every=ic.every, ics_layers=tuple(ic.layers), curvature=curv)
             for seed in s.seeds for m in MODELS]
