@@ -45,7 +45,7 @@ class BandSettings:
 
     optimizer: Literal["sgd", "adam"] = "adam"
     lrs: list[float] = field(default_factory=lambda: [1e-3, 2e-3, 1e-4, 5e-4])
-    steps: int = 100
+    steps: int = 300  # the train part's budget (7.7 epochs of 5k images); plateau exits are reported
     smooth: int = 5  # moving-average window of the plotted band (1: none); CSV holds the raw values
 
 
@@ -98,7 +98,7 @@ class NoisySettings:
     r_mu: float = 0.1
     r_sigma: float = 0.1
     # Noise strengths: each multiplies n_mu, n_sigma - 1, r_mu and r_sigma (1.0: the values above).
-    strengths: list[float] = field(default_factory=lambda: [1.0])
+    strengths: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     activation_unit: int = 3  # conv unit whose activation distribution is recorded (the paper's Fig. 2)
     activation_every: int = 10
 
