@@ -480,7 +480,7 @@ def test_ema_run_is_explained_with_its_averaged_weights(tmp_path, data):
     with one_thread():
         run = train(cfg_with("train.epochs=1", "train.ema_decay=0.9"), tmp_path / "ema", data=data, progress=False)
         e = explain_run(tmp_path / "ema", ExplainSettings(parts=("mistakes",), mistakes=3), data=data)
-    assert e["averaged_weights"] is True
+    assert e["averaged"] is True
     assert e["mistakes"]["confusion"] == run["confusion"]  # the run tested its EMA weights; so does explain
     assert set(e["timings_s"]) == {"mistakes"} and not (tmp_path / "ema" / "explain" / "surface_2d.npz").exists()
 
@@ -491,3 +491,10 @@ def test_main_cli_prints_one_error_line(lab, capsys):
     assert main(["explain", str(lab / "bn"), "--layer", "nope", "--parts", "gradcam"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("cifarlab: error: --layer: unknown layer 'nope'")
+
+
+def test_every_explain_part_has_a_runner():
+    from cifarlab.analysis.explain.explain import PART_RUNNERS
+    from cifarlab.analysis.explain.settings import PARTS
+
+    assert tuple(PART_RUNNERS) == PARTS

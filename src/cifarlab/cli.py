@@ -76,11 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Options and KEY=VALUE overrides in any order after the command (``parse_intermixed_args``), so
+    ``cifarlab train --preset quick train.epochs=1 --subset 2000 optim.lr=0.1`` reads as meant."""
+    args, extras = parser.parse_known_args(argv)
+    if not extras or not getattr(args, "command", None):
+        return parser.parse_args(argv)  # all read (or a top-level mistake: argparse's own message)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    rest = argv[argv.index(args.command) + 1 :]
+    return commands.choices[args.command].parse_intermixed_args(rest, namespace=argparse.Namespace(
+        command=args.command))
+
+
 def main(argv: list[str] | None = None) -> int:
     from cifarlab.errors import CifarlabError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, sys.argv[1:] if argv is None else list(argv))
     if not args.command:
         parser.print_help()
         return 2
@@ -88,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except CifarlabError as exc:
         print(f"cifarlab: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the OS refuses (read-only, full, not a folder, name too long): one line
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"cifarlab: error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ class DataConfig:
 
     def check(self) -> None:
         _need(0 <= self.val_size < 50000, "data.val_size", self.val_size, "0 <= val_size < 50000")
+        _need(0 <= self.split_seed < 2**63, "data.split_seed", self.split_seed, "an integer in 0 .. 2**63 - 1")
         _need(self.subset is None or self.subset >= 10, "data.subset", self.subset, "null or an integer >= 10")
         _need(self.subset is None or self.subset <= 50000 - self.val_size, "data.subset", self.subset,
               f"at most 50000 - data.val_size = {50000 - self.val_size}")
@@ -244,6 +247,7 @@ class TrainConfig:
         _need(self.val_every >= 1, "train.val_every", self.val_every, ">= 1")
         _need(self.max_steps is None or self.max_steps >= 1, "train.max_steps", self.max_steps,
               "null or an integer >= 1")
+        _need(0 <= self.seed < 2**63, "train.seed", self.seed, "an integer in 0 .. 2**63 - 1")
         _need(self.swa_lr is None or self.swa_lr > 0, "train.swa_lr", self.swa_lr, "null or a learning rate > 0")
         _need(self.swa_lr is None or swa is not None, "train.swa_lr", self.swa_lr,
               "null unless train.swa_start_epoch is set")
@@ -317,7 +321,13 @@ def validate(cfg: RunConfig) -> RunConfig:
           "not plateau when data.val_size is 0 (it watches the validation loss)")
     _need(t.val_every == 1 or (s.name != "plateau" and patience == 0), "train.val_every", t.val_every,
           "1 when sched.name is plateau or early stopping is on (they read every epoch's validation)")
+    _need(cfg.name == "" or _is_folder_name(cfg.name), "name", cfg.name,
+          "one folder name (no '/', not '.' or '..', at most 200 characters)")
     return cfg
+
+
+def _is_folder_name(name: str) -> bool:
+    return len(name) <= 200 and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -373,11 +383,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string; users mean a number
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
+        if not math.isfinite(value):  # inf/nan are never a setting: they only make a run diverge later
+            raise ConfigError(f"config key '{key}': got {value!r}, expected a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -450,7 +462,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}': empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
     nested: dict[str, Any] = value
@@ -459,12 +471,31 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+class YamlLoader(yaml.SafeLoader):
+    """YAML with the 1.2 core schema's booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans,
+    which turned ``train.amp=off`` into False."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=YamlLoader)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -482,9 +513,10 @@ def list_presets() -> list[str]:
 def preset_dict(name: str) -> dict[str, Any]:
     folder = resources.files("cifarlab") / "presets"
     path = folder / f"{name.replace('-', '_')}.yaml"  # fast-cpu and fast_cpu name the same preset
-    if not path.is_file():
-        raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(list_presets())}")
-    return yaml.safe_load(path.read_text()) or {}
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not path.is_file():
+        raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(list_presets())} (a preset is a "
+                          "shipped name; pass your own YAML file with -c FILE)")
+    return load_yaml(path.read_text()) or {}
 
 
 def merge_layer(base: dict[str, Any], *patches: dict[str, Any]) -> dict[str, Any]:

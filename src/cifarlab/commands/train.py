@@ -56,9 +56,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.preset or args.config:
             raise ConfigError("--resume continues a run with its own config.yaml; drop --preset/-c")
         cfg = load_run_config(run_dir)
-        extra = {k: v for k, v in (("train.epochs", args.epochs), ("train.device", args.device)) if v is not None}
+        fixed = [f"--{f.replace('_', '-')}" for f in ("subset", "seed", "name", "out") if getattr(args, f) is not None]
+        if fixed:
+            raise ConfigError(f"--resume continues the run in '{run_dir}' as it was configured: drop "
+                              f"{', '.join(fixed)} (only --epochs, --device, --data-dir may change)")
+        data_dir = str(Path(args.data_dir).resolve()) if args.data_dir is not None else None
+        extra = {k: v for k, v in (("train.epochs", args.epochs), ("train.device", args.device),
+                                   ("data.dir", data_dir)) if v is not None}
         merged = to_dict(cfg)
-        for text in [f"{k}={v}" for k, v in extra.items()] + list(args.overrides):
+        for text in [f"{k}={json.dumps(v)}" for k, v in extra.items()] + list(args.overrides):
             merged = deep_merge(merged, parse_override(text))
         cfg = config_from_dict(merged)
     else:
@@ -72,7 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         summary = trainer.fit()
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: cifarlab train --resume {trainer.run_dir}", file=sys.stderr)
+        if (trainer.run_dir / "config.yaml").is_file():
+            print(f"\ninterrupted; continue with: cifarlab train --resume {trainer.run_dir}", file=sys.stderr)
+        else:
+            print("\ninterrupted before the run started; nothing was written", file=sys.stderr)
         return 130
     _print_summary(summary)
     if summary["status"] == "diverged":

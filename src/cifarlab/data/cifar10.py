@@ -200,6 +200,36 @@ def _open_part(dest: Path) -> tuple[list[Path], Path, BinaryIO]:
     raise AssertionError("unreachable")
 
 
+def _copy_stream(resp: Any, out: Any, url: str, dest: Path, total: int | None, progress: bool | None) -> str:
+    """Copy the response into ``out`` with a progress bar; return the md5 of what was written."""
+    digest, got = hashlib.md5(), 0
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"downloading {dest.name}",
+               disable=None if progress is None else not progress, leave=False)
+    with bar:
+        while True:
+            try:
+                chunk = resp.read(1 << 20)
+            except _NETWORK_ERRORS as exc:
+                raise _DownloadFailed(url, _reason(exc)) from None
+            if not chunk:
+                break
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise _WriteFailed(f"write into {dest.parent}", _reason(exc)) from None
+            digest.update(chunk)
+            got += len(chunk)
+            bar.update(len(chunk))
+    try:
+        out.flush()
+    except OSError as exc:
+        raise _WriteFailed(f"write into {dest.parent}", _reason(exc)) from None
+    # urllib does not always raise when the server closes early; a short file must not pass as "done".
+    if total is not None and got != total:
+        raise _DownloadFailed(url, f"connection closed after {got} of {total} bytes")
+    return digest.hexdigest()
+
+
 def download_archive(
     url: str, dest: str | Path, md5: str | None = CIFAR10_MD5, progress: bool | None = None
 ) -> Path:
@@ -212,7 +242,6 @@ def download_archive(
     file cannot be written; no partial file and no folder this call created is left behind either way.
     """
     dest = Path(dest)
-    digest = hashlib.md5()
     created: list[Path] = []
     part: Path | None = None
     done = False
@@ -223,44 +252,13 @@ def download_archive(
             raise _DownloadFailed(url, _reason(exc)) from None
         with resp:
             length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            got = 0
             created, part, out = _open_part(dest)
             try:
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=f"downloading {dest.name}",
-                    disable=None if progress is None else not progress,
-                    leave=False,
-                ) as bar:
-                    while True:
-                        try:
-                            chunk = resp.read(1 << 20)
-                        except _NETWORK_ERRORS as exc:
-                            raise _DownloadFailed(url, _reason(exc)) from None
-                        if not chunk:
-                            break
-                        try:
-                            out.write(chunk)
-                        except OSError as exc:
-                            raise _WriteFailed(f"write into {dest.parent}", _reason(exc)) from None
-                        digest.update(chunk)
-                        got += len(chunk)
-                        bar.update(len(chunk))
-                try:
-                    out.flush()
-                except OSError as exc:
-                    raise _WriteFailed(f"write into {dest.parent}", _reason(exc)) from None
+                actual = _copy_stream(resp, out, url, dest, int(length) if length and length.isdigit() else None,
+                                      progress)
             finally:
-                with suppress(OSError):  # flushed above: closing loses nothing
+                with suppress(OSError):  # flushed in _copy_stream: closing loses nothing
                     out.close()
-            # urllib does not always raise when the server closes early; a short file must not pass as "done".
-            if total is not None and got != total:
-                raise _DownloadFailed(url, f"connection closed after {got} of {total} bytes")
-        actual = digest.hexdigest()
         if md5 and actual != md5.lower():
             raise DataError(
                 f"download from {url} has md5 {actual}, expected {md5}; the file was deleted "

@@ -32,6 +32,20 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def seed_for(seed: int, epoch: int) -> int:
+    # Distinct, reproducible streams per (seed, epoch); large odd multiplier avoids collisions between seeds.
+    return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63 - 1)
+
+
+def set_determinism(cfg: RunConfig, device: torch.device) -> None:
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+        torch.backends.cudnn.deterministic = cfg.train.deterministic
+
+
 def build_model(cfg: RunConfig, device: torch.device) -> nn.Module:
     model = create(cfg.model.name, **cfg.model.options)
     # channels_last lets cuDNN/oneDNN pick NHWC kernels (faster convs on GPUs with tensor cores and on CPU).
@@ -119,4 +133,4 @@ def build_components(cfg: RunConfig, model: nn.Module, device: torch.device, per
 
 
 __all__ = ["Components", "autocast_context", "build_augment", "build_components", "build_model", "load_splits",
-           "planned_epochs", "steps_per_epoch", "unwrap"]
+           "planned_epochs", "seed_for", "set_determinism", "steps_per_epoch", "unwrap"]

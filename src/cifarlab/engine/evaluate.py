@@ -115,7 +115,7 @@ def evaluate_checkpoint(
     return {
         "checkpoint": str(path),
         "epoch": int(state["epoch"]),
-        "averaged_weights": averaged is not None,
+        "averaged": averaged is not None,
         "tta": cfg.train.tta,
         "model": cfg.model.name,
         "test_images": len(splits.test_y),

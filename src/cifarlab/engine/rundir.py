@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from cifarlab.errors import CheckpointError
 # Keys that may differ between a run and its resumption: where things are and how they are shown, not what is
 # computed (a run's numbers do not depend on them). Everyone who checks "same run?" uses this list.
 RESUME_SAFE_KEYS: tuple[tuple[str, ...], ...] = (
-    ("train", "epochs"), ("train", "device"), ("train", "log_every"),
+    ("train", "epochs"), ("train", "max_steps"), ("train", "device"), ("train", "log_every"),
     ("data", "dir"), ("data", "download"), ("name",), ("out_dir",), ("description",), ("tensorboard",),
 )
 
@@ -57,6 +59,7 @@ def default_run_name(cfg: RunConfig, preset: str | None = None) -> str:
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path | None, resume: bool) -> Path:
+    """The run's directory (not created here: nothing is written until the run has started)."""
     if run_dir is None:
         run_dir = Path(cfg.out_dir) / (cfg.name or default_run_name(cfg))
     run_dir = Path(run_dir)
@@ -64,8 +67,68 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path | None, resume: bool) -> Path:
         raise CheckpointError(
             f"run directory '{run_dir}' already holds a run; pass --resume to continue it or choose another name"
         )
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def remove_stale_temporaries(run_dir: Path) -> int:
+    """Temporary files of atomic writes a killed process left behind (``.<name>.<random>.tmp``); how many."""
+    stale = [p for folder in (run_dir, run_dir / "checkpoints") if folder.is_dir() for p in folder.glob(".*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+class RunLock:
+    """``<run_dir>/.lock`` holding the owner's host and pid, created exclusively: two processes never share a
+    run directory. A lock whose process is gone (same host, pid not alive) is stale and taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self.owned = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _lock_owner(self.path)
+                if owner is not None and not _stale(owner):
+                    raise CheckpointError(f"run directory '{self.path.parent}' is in use by process {owner['pid']} "
+                                          f"on {owner['host']} (lock file {self.path}); wait for it or use another "
+                                          "name") from None
+                self.path.unlink(missing_ok=True)  # stale: its owner is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.owned = True
+            return
+        raise CheckpointError(f"could not lock '{self.path.parent}' (another process keeps taking it)")
+
+    def release(self) -> None:
+        if self.owned:
+            self.path.unlink(missing_ok=True)
+            self.owned = False
+
+
+def _lock_owner(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # unreadable (a writer died mid-write): treated as stale
+
+
+def _stale(owner: dict[str, Any]) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return False  # another machine's process: cannot tell, so it is not taken over
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, KeyError):
+        return False
+    return False
 
 
 def load_run_config(run_dir: Path) -> RunConfig:

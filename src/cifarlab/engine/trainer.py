@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cifarlab.config import RunConfig, to_dict
+from cifarlab.config import RunConfig, read_yaml, to_dict
 from cifarlab.data import CLASSES, CifarArrays, alternate_flip_mask
 from cifarlab.engine.averaging import update_bn
 from cifarlab.engine.build import (
@@ -41,6 +42,8 @@ from cifarlab.engine.build import (
     build_model,
     load_splits,
     planned_epochs,
+    seed_for,
+    set_determinism,
     steps_per_epoch,
     unwrap,
 )
@@ -49,7 +52,13 @@ from cifarlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cifarlab.engine.environment import environment_info, resolve_device
 from cifarlab.engine.evaluate import EvalResult, averaged_state, evaluate
 from cifarlab.engine.metrics import MetricsWriter
-from cifarlab.engine.rundir import check_same_run, finished_summary, prepare_run_dir
+from cifarlab.engine.rundir import (
+    RunLock,
+    check_same_run,
+    finished_summary,
+    prepare_run_dir,
+    remove_stale_temporaries,
+)
 from cifarlab.engine.schedules import plot_lr
 from cifarlab.io import atomic_write_json, atomic_write_yaml, json_safe
 from cifarlab.models.protocol import DataInit
@@ -57,20 +66,6 @@ from cifarlab.models.summary import count_macs, count_params
 
 DATA_INIT_IMAGES = 5000  # training images a model's init_from_data sees (airbench uses 5,000 for whitening)
 CHECKPOINT_FORMAT = "cifarlab-checkpoint-v2"  # v2: "averaged" (was "eval_model"), "callbacks"
-
-
-def seed_for(seed: int, epoch: int) -> int:
-    # Distinct, reproducible streams per (seed, epoch); large odd multiplier avoids collisions between seeds.
-    return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63 - 1)
-
-
-def set_determinism(cfg: RunConfig, device: torch.device) -> None:
-    torch.manual_seed(cfg.train.seed)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not cfg.train.deterministic
-        torch.backends.cudnn.deterministic = cfg.train.deterministic
 
 
 class Trainer:
@@ -137,6 +132,8 @@ class Trainer:
         self.eval_loss_fn = nn.CrossEntropyLoss()  # validation/test loss is plain CE whatever the train loss
         if cfg.train.compile:
             self.model = torch.compile(self.model)
+        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # the run starts: now it is written
+        remove_stale_temporaries(self.run_dir)
         last = self.run_dir / "checkpoints" / "last.pt"
         if self.resume and last.exists():
             self._restore(load_checkpoint(last, map_location=device))
@@ -250,7 +247,8 @@ class Trainer:
 
     def _epoch_steps(self) -> int:
         """Steps of the coming epoch: all of them, or what is left of ``train.max_steps``."""
-        return min(self.steps_per_epoch, self.total_steps - self.step)
+        max_steps = self.cfg.train.max_steps
+        return self.steps_per_epoch if max_steps is None else min(self.steps_per_epoch, max_steps - self.step)
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Train one epoch (0-based); returns its metrics row (without validation)."""
@@ -346,9 +344,19 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         if self.resume:
             finished = finished_summary(self.run_dir, self.cfg)
-            if finished is not None:
+            if finished is not None:  # nothing to do, but never silently under another config
+                check_same_run(read_yaml(self.run_dir / "config.yaml"), to_dict(self.cfg), self.run_dir)
                 return finished
-        self.setup()
+        lock = RunLock(self.run_dir)
+        existed = self.run_dir.exists()
+        lock.acquire()
+        try:
+            self.setup()
+        except BaseException:
+            lock.release()
+            if not existed and not (self.run_dir / "config.yaml").exists():
+                shutil.rmtree(self.run_dir, ignore_errors=True)  # a failed start leaves nothing behind
+            raise
         try:
             self.callbacks.call("on_fit_start", self)
             while self.epoch < self.epochs and self.step < self.total_steps and self.status == "running":
@@ -361,6 +369,7 @@ class Trainer:
             return self._finish()
         finally:
             self.metrics.close()
+            lock.release()
 
     def _print_epoch(self, row: dict[str, Any]) -> None:
         if self.progress is False:

@@ -109,11 +109,44 @@ def bench_config(preset: str, batch: int, steps: int) -> Any:
         "sched.name=constant", "sched.warmup_epochs=0"])
 
 
+class ConventionalStep:
+    """The conventional pipeline: same architecture, optimiser and loss; default (NCHW) memory format as in the
+    reports' scripts; images made one by one in DataLoader worker processes. Call it for one step."""
+
+    def __init__(self, preset: str, batch: int, data: CifarArrays, workers: int) -> None:
+        from cifarlab.engine.build import build_model
+        from cifarlab.engine.losses import build_loss
+        from cifarlab.engine.optim import build_optimizer
+
+        cfg = load_config(preset, overrides=["train.channels_last=false", "train.device=cpu"])
+        self.net = build_model(cfg, torch.device("cpu"))
+        self.opt, self.loss = build_optimizer(self.net, cfg.optim), build_loss(cfg.loss)
+        self.loader = DataLoader(PerImageCifar(data.train_x, data.train_y), batch_size=batch, shuffle=True,
+                                 drop_last=True, num_workers=workers)
+        self.batches: Iterator | None = None
+
+    def __call__(self) -> None:
+        try:
+            x, y = next(self.batches)
+        except StopIteration:  # a small data set: start another epoch
+            self.batches = iter(self.loader)
+            x, y = next(self.batches)
+        loss = self.loss(self.net(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def timed(self, steps: int) -> float:
+        # A fresh iterator per round (its first batch, with the workers' start, is the warm-up step) and dropped
+        # after it: idle workers must not prefetch while the other variants are timed.
+        self.batches = iter(self.loader)
+        seconds = time_per_step(self, steps)
+        self.batches = None
+        return seconds
+
+
 def bench_model(name: str, preset: str, batch: int, data: CifarArrays, steps: int, rounds: int, workers: int,
                 log: Log) -> ModelBench:
-    from cifarlab.engine.build import build_model
-    from cifarlab.engine.losses import build_loss
-    from cifarlab.engine.optim import build_optimizer
     from cifarlab.engine.trainer import Trainer
 
     cfg = bench_config(preset, batch, steps)
@@ -130,28 +163,7 @@ def bench_model(name: str, preset: str, batch: int, data: CifarArrays, steps: in
             loss.backward()
             trainer.optimizer.step()
 
-        # The conventional pipeline: same architecture, optimiser and loss; default (NCHW) memory format as in
-        # the reports' scripts; images made one by one in DataLoader worker processes.
-        conv_cfg = load_config(preset, overrides=["train.channels_last=false", "train.device=cpu"])
-        conv_net = build_model(conv_cfg, torch.device("cpu"))
-        conv_opt = build_optimizer(conv_net, conv_cfg.optim)
-        conv_loss = build_loss(conv_cfg.loss)
-        loader = DataLoader(PerImageCifar(data.train_x, data.train_y), batch_size=batch, shuffle=True,
-                            drop_last=True, num_workers=workers)
-        batches: Iterator | None = None
-
-        def conventional() -> None:
-            nonlocal batches
-            try:
-                x, y = next(batches)
-            except StopIteration:  # a small data set: start another epoch
-                batches = iter(loader)
-                x, y = next(batches)
-            loss = conv_loss(conv_net(x), y)
-            conv_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            conv_opt.step()
-
+        conventional = ConventionalStep(preset, batch, data, workers)
         times: dict[str, list[float]] = {"bare": [], "engine": [], "conventional": []}
         epoch_fixed = math.inf
         for r in range(rounds):
@@ -162,12 +174,8 @@ def bench_model(name: str, preset: str, batch: int, data: CifarArrays, steps: in
             # steps.csv) is a per-epoch cost, reported apart: a real epoch has hundreds of steps, not a few.
             times["engine"].append(row["seconds"] / trainer.steps_per_epoch)
             epoch_fixed = min(epoch_fixed, time.perf_counter() - t0 - row["seconds"])
-            # A fresh iterator per round (its first batch, with the workers' start, is the warm-up step) and
-            # dropped after it: idle workers must not prefetch while the other variants are timed.
-            batches = iter(loader)
-            times["conventional"].append(time_per_step(conventional, steps))
-            batches = None
-        macs = count_macs(conv_net)
+            times["conventional"].append(conventional.timed(steps))
+        macs = count_macs(conventional.net)
     best = {k: min(v) for k, v in times.items()}
     # The overhead is a small difference of two noisy numbers: take it per round (both timed back to back,
     # under the same load) and keep the median, rather than a ratio of two bests from different rounds.

@@ -363,7 +363,42 @@ def run_sweep(
     states = {p.rel_dir: run_state(sweep_dir / p.rel_dir, p.config) for p in plans}
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_yaml(sweep_dir / "sweep.yaml", spec_dict(spec))
+    rows, todo = _plan_rows(plans, states, sweep_dir, say)
+    ordered = [rows[p.rel_dir] for p in plans]
+    write_status(sweep_dir, spec.name, ordered, "running")
+    say(f"sweep {spec.name}: {len(plans)} runs in {sweep_dir} ({len(plans) - len(todo)} already finished, "
+        f"{sum(r for _, r in todo)} to resume, {sum(not r for _, r in todo)} to start)")
 
+    def record(plan: RunPlan, status: str, error: str | None) -> None:
+        rows[plan.rel_dir].update(status=status, error=error)
+        write_status(sweep_dir, spec.name, ordered, "running")
+        say(f"{plan.rel_dir}: {status}" + (f" ({error})" if error else ""))
+
+    if todo and executor == "local":
+        if data is None:
+            data = _load_data(plans[0].cfg, data_dir, progress)
+        try:
+            run_local(todo, sweep_dir, data, record, progress=progress, on_epoch_end=on_epoch_end)
+        except KeyboardInterrupt:
+            for r in ordered:  # started but unfinished: interrupted; never started: still pending
+                if r["status"] == "pending" and (sweep_dir / r["run_dir"] / "config.yaml").is_file():
+                    r["status"] = "interrupted"
+            write_status(sweep_dir, spec.name, ordered, "interrupted")
+            raise
+    elif todo and executor == "ray":
+        run_ray(todo, sweep_dir, data, record, address=ray_address, cpus_per_run=cpus_per_run,
+                gpus_per_run=gpus_per_run, data_dir=data_dir)
+    elif todo:
+        raise ConfigError(f"unknown executor '{executor}'; choose local or ray")
+    write_status(sweep_dir, spec.name, ordered, "finished")
+    if outputs:
+        _write_outputs(sweep_dir, ordered, say)
+    return SweepResult(sweep_dir, ordered)
+
+
+def _plan_rows(plans: list[RunPlan], states: dict[str, str], sweep_dir: Path,
+               say: Callable[[str], None]) -> tuple[dict[str, dict[str, Any]], list[tuple[RunPlan, bool]]]:
+    """Status rows of every run (finished ones from their summaries) and the (plan, resume) pairs to run."""
     previous = {r["run_dir"]: r for r in read_status(sweep_dir)}
     rows: dict[str, dict[str, Any]] = {}
     todo: list[tuple[RunPlan, bool]] = []
@@ -378,45 +413,19 @@ def run_sweep(
             if p.rel_dir in previous and previous[p.rel_dir].get("status") == "failed":
                 say(f"retrying {p.rel_dir} (failed before: {previous[p.rel_dir].get('error')})")
         rows[p.rel_dir] = row
-    ordered = [rows[p.rel_dir] for p in plans]
-    write_status(sweep_dir, spec.name, ordered, "running")
-    say(f"sweep {spec.name}: {len(plans)} runs in {sweep_dir} ({len(plans) - len(todo)} already finished, "
-        f"{sum(r for _, r in todo)} to resume, {sum(not r for _, r in todo)} to start)")
+    return rows, todo
 
-    def record(plan: RunPlan, status: str, error: str | None) -> None:
-        rows[plan.rel_dir].update(status=status, error=error)
-        write_status(sweep_dir, spec.name, ordered, "running")
-        say(f"{plan.rel_dir}: {status}" + (f" ({error})" if error else ""))
 
-    if todo:
-        if executor == "local":
-            if data is None:
-                data = _load_data(plans[0].cfg, data_dir, progress)
-            try:
-                run_local(todo, sweep_dir, data, record, progress=progress, on_epoch_end=on_epoch_end)
-            except KeyboardInterrupt:
-                for r in ordered:  # started but unfinished: interrupted; never started: still pending
-                    if r["status"] == "pending" and (sweep_dir / r["run_dir"] / "config.yaml").is_file():
-                        r["status"] = "interrupted"
-                write_status(sweep_dir, spec.name, ordered, "interrupted")
-                raise
-        elif executor == "ray":
-            run_ray(todo, sweep_dir, data, record, address=ray_address, cpus_per_run=cpus_per_run,
-                    gpus_per_run=gpus_per_run, data_dir=data_dir)
-        else:
-            raise ConfigError(f"unknown executor '{executor}'; choose local or ray")
-    write_status(sweep_dir, spec.name, ordered, "finished")
-    if outputs:
-        from cifarlab.experiments.compare import write_results
+def _write_outputs(sweep_dir: Path, ordered: list[dict[str, Any]], say: Callable[[str], None]) -> None:
+    from cifarlab.experiments.compare import write_results
 
-        write_results(sweep_dir)
-        try:
-            from cifarlab.experiments.figures import write_sweep_figures
+    write_results(sweep_dir)
+    try:
+        from cifarlab.experiments.figures import write_sweep_figures
 
-            write_sweep_manifest(sweep_dir, [r["run_dir"] for r in ordered], write_sweep_figures(sweep_dir))
-        except Exception as exc:  # figures are a convenience: never lose a finished sweep's status over one
-            say(f"warning: could not write figures ({type(exc).__name__}: {exc})")
-    return SweepResult(sweep_dir, ordered)
+        write_sweep_manifest(sweep_dir, [r["run_dir"] for r in ordered], write_sweep_figures(sweep_dir))
+    except Exception as exc:  # figures are a convenience: never lose a finished sweep's status over one
+        say(f"warning: could not write figures ({type(exc).__name__}: {exc})")
 
 
 def _load_data(cfg: RunConfig, data_dir: str | None, progress: bool | None) -> Any:

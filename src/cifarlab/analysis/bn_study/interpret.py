@@ -80,9 +80,13 @@ def _trained_metrics(run: dict[str, Any]) -> dict[str, float | None]:
         return {}
     tail = run["step_loss"][-max(1, len(run["step_loss"]) // 10):]
     s = run.get("summary", {})
-    return {"final_train_loss": _mean(tail), "test_acc": run.get("test_acc"),
-            "test_acc_clean_stats": s.get("test_acc_clean_stats"),
-            "test_acc_batch_stats": s.get("test_acc_batch_stats")}
+
+    def pct(v: float | None) -> float | None:  # accuracies in %, as every table of cifarlab
+        return None if v is None else 100 * v
+
+    return {"final_train_loss": _mean(tail), "test_acc": pct(run.get("test_acc")),
+            "test_acc_clean_stats": pct(s.get("test_acc_clean_stats")),
+            "test_acc_batch_stats": pct(s.get("test_acc_batch_stats"))}
 
 
 def per_seed_metrics(results: dict[str, list[dict[str, Any]]]) -> PerSeed:
@@ -146,7 +150,7 @@ CLAIMS: list[tuple[str, str, Metric, str]] = [
      Metric("band upper edge (worst LR's loss, mean over steps)", "", "lower"), "lower"),
     ("final_train_loss", "BN trains faster (Fig. 1)", Metric("training loss, last 10 % of steps", "", "lower"),
      "lower"),
-    ("test_acc", "BN generalises better", Metric("test accuracy (eval mode)", "", "higher"), "higher"),
+    ("test_acc", "BN generalises better", Metric("test accuracy (eval mode)", "%", "higher"), "higher"),
     ("landscape_range", "Fig. 4a: the loss changes less along the gradient with BN",
      Metric("max - min of L(w - eta g) over eta", "", "lower"), "lower"),
     ("pred", "Fig. 4b: gradients are more predictive with BN",
@@ -192,7 +196,7 @@ def findings(m: PerSeed, s: StudySettings) -> list[Finding]:
         out += _compare(m["noisy:final_train_loss"], a, f"{tag}: trains faster despite the injected shift",
                         Metric("training loss, last 10 % of steps", "", "lower"), "lower", [])
         out += _compare(m.get("noisy:test_acc_clean_stats", {}), a, f"{tag}: generalises better",
-                        Metric("test accuracy, BN statistics recomputed without noise", "", "higher"), "higher",
+                        Metric("test accuracy, BN statistics recomputed without noise", "%", "higher"), "higher",
                         ["'BN' in this row is noisy BN"])
     return out
 

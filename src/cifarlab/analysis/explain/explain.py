@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,63 @@ def _read_previous(path: Path) -> dict[str, Any]:
         return {}
 
 
+@dataclass
+class PartContext:
+    """What every part of `cifarlab explain` may use: the rebuilt run, its splits, settings and output folder."""
+
+    run: Any
+    splits: Any
+    s: ExplainSettings
+    out: Path
+    target_layer: Any
+    features: Any
+    endpoint: Any
+    progress: bool | None
+
+
+def _run_structure(c: PartContext) -> tuple[dict[str, Any], str]:
+    result = write_structure(c.run.cfg.model.name, dict(c.run.cfg.model.options), c.out)
+    return result, f"{result['params']:,} params, {result['layers']} layers"
+
+
+def _run_filters(c: PartContext) -> tuple[dict[str, Any], str]:
+    result = _part_filters(c.run, c.splits, c.s, c.out, c.features)
+    return result, f"first layer {result['first_layer']['layer']}, feature maps of {', '.join(c.features)}"
+
+
+def _run_gradcam(c: PartContext) -> tuple[dict[str, Any], str]:
+    result = _part_gradcam(c.run, c.splits, c.s, c.out, c.target_layer)
+    return result, (f"{METHOD_NAMES[c.s.method]} on {c.s.images} test images"
+                    + (f" at layer {c.target_layer}" if c.s.method == "gradcam" else ""))
+
+
+def _run_mistakes(c: PartContext) -> tuple[dict[str, Any], str]:
+    result = _part_mistakes(c.run, c.splits, c.s, c.out)
+    return result, (f"test accuracy {100 * result['test_acc']:.2f} %, worst class {result['worst_class']}, "
+                    f"{len(result['confident_mistakes'])} confident mistakes")
+
+
+def _run_surface(c: PartContext) -> tuple[dict[str, Any], str]:
+    result = _part_surface(c.run, c.splits, c.s, c.out, c.progress)
+    g, one = result["grid"], result["line"]
+    return result, (f"loss at centre {fmt(g['loss_centre'])}, 2-D min/max {fmt(g['loss_min'])}/"
+                    f"{fmt(g['loss_max'])}, 1-D curvature {fmt(one['curvature_1d'], 3)}, max rise within "
+                    f"r={c.s.span / 2:g}: {fmt(g['max_rise_half_span'])}")
+
+
+def _run_interp(c: PartContext) -> tuple[dict[str, Any], str]:
+    result = _part_interp(c.run, c.splits, c.s, c.out, c.endpoint, c.progress)
+    return result, (f"loss {fmt(result['loss_at_0'])} (start) -> {fmt(result['loss_at_1'])} (trained), barrier "
+                    f"{fmt(result['barrier'])} at α={fmt(result['barrier_alpha'], 2)}; start: {result['start']}")
+
+
+# The parts of `cifarlab explain`, by name: each returns its JSON result and the one line it logs.
+PART_RUNNERS: dict[str, Callable[[PartContext], tuple[dict[str, Any], str]]] = {
+    "structure": _run_structure, "filters": _run_filters, "gradcam": _run_gradcam, "mistakes": _run_mistakes,
+    "surface": _run_surface, "interp": _run_interp,
+}
+
+
 def explain_run(run_dir: str | Path, settings: ExplainSettings | None = None, *, data: CifarArrays | None = None,
                 log: Log | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Write ``RUN_DIR/explain/`` (figures, NPZ arrays, ``structure.md``/``.csv`` and ``explain.json``).
@@ -240,37 +298,10 @@ def explain_run(run_dir: str | Path, settings: ExplainSettings | None = None, *,
     if splits is not None:
         summary["data"] = {"train_images": len(splits.train_y), "test_images": len(splits.test_y)}
     timings = dict(summary.get("timings_s") or {})
+    ctx = PartContext(run, splits, s, out, target_layer, features, endpoint, progress)
     for part in s.parts:
         t0 = time.perf_counter()
-        if part == "structure":
-            result: dict[str, Any] = write_structure(run.cfg.model.name, dict(run.cfg.model.options), out)
-            line = f"{result['params']:,} params, {result['layers']} layers"
-        elif part == "filters":
-            assert splits is not None and features is not None
-            result = _part_filters(run, splits, s, out, features)
-            line = f"first layer {result['first_layer']['layer']}, feature maps of {', '.join(features)}"
-        elif part == "gradcam":
-            assert splits is not None
-            result = _part_gradcam(run, splits, s, out, target_layer)
-            line = (f"{METHOD_NAMES[s.method]} on {s.images} test images" +
-                    (f" at layer {target_layer}" if s.method == "gradcam" else ""))
-        elif part == "mistakes":
-            assert splits is not None
-            result = _part_mistakes(run, splits, s, out)
-            line = (f"test accuracy {100 * result['test_acc']:.2f} %, worst class {result['worst_class']}, "
-                    f"{len(result['confident_mistakes'])} confident mistakes")
-        elif part == "surface":
-            assert splits is not None
-            result = _part_surface(run, splits, s, out, progress)
-            g, one = result["grid"], result["line"]
-            line = (f"loss at centre {fmt(g['loss_centre'])}, 2-D min/max {fmt(g['loss_min'])}/{fmt(g['loss_max'])}, "
-                    f"1-D curvature {fmt(one['curvature_1d'], 3)}, max rise within r={s.span / 2:g}: "
-                    f"{fmt(g['max_rise_half_span'])}")
-        else:  # interp
-            assert splits is not None and endpoint is not None
-            result = _part_interp(run, splits, s, out, endpoint, progress)
-            line = (f"loss {fmt(result['loss_at_0'])} (start) -> {fmt(result['loss_at_1'])} (trained), barrier "
-                    f"{fmt(result['barrier'])} at α={fmt(result['barrier_alpha'], 2)}; start: {result['start']}")
+        result, line = PART_RUNNERS[part](ctx)
         timings[part] = round(time.perf_counter() - t0, 2)
         summary[part] = result
         say(f"  {part:<9s} {timings[part]:6.1f}s  {line}")

@@ -40,7 +40,7 @@ class LoadedRun:
 
     def describe(self) -> dict[str, Any]:
         return {"run": str(self.run_dir), "model": self.cfg.model.name, "model_options": dict(self.cfg.model.options),
-                "checkpoint": str(self.checkpoint), "epoch": self.epoch, "averaged_weights": self.averaged,
+                "checkpoint": str(self.checkpoint), "epoch": self.epoch, "averaged": self.averaged,
                 "device": str(self.device)}
 
 

@@ -61,7 +61,7 @@ def explain_rows(e: dict[str, Any]) -> list[list[str]]:
 
     num = _num
     rows = [["explained weights", f"{Path(str(e.get('checkpoint', '-'))).name}, epoch {e.get('epoch', '-')}"
-             + (" (EMA/SWA average)" if e.get("averaged_weights") else "")]]
+             + (" (EMA/SWA average)" if e.get("averaged") else "")]]
     if get("mistakes", "test_acc") is not None:
         rows += [["test accuracy (%), no TTA", num(100 * get("mistakes", "test_acc"), 2)],
                  ["worst class", str(get("mistakes", "worst_class"))]]
