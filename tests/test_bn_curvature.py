@@ -20,6 +20,7 @@ from cifarlab.analysis.bn_study.curvature import (
 )
 from cifarlab.analysis.bn_study.probes import loss_and_grads, named_trainable
 from cifarlab.models.noisy_bn import make_noisy_bn
+from test_bn_probes import Quadratic, as_loss
 
 X0, Y0 = torch.zeros(1), torch.zeros(1)
 
@@ -31,22 +32,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-class Quadratic(nn.Module):
-    """L(w) = 1/2 w^T A w with a fixed symmetric A (H = A everywhere); the "batch" is ignored."""
-
-    def __init__(self, a: torch.Tensor, w0: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("a", a)
-        self.w = nn.Parameter(w0.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.w @ self.a @ self.w
-
-
-def as_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return out
 
 
 def quadratic(eig: list[float], seed: int = 0) -> Quadratic:

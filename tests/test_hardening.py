@@ -149,4 +149,4 @@ def test_overrides_and_flags_mix(argv: list[str], key: str) -> None:
 
     ns = parse_args(build_parser(), argv)
     assert ns.command == argv[0] and getattr(ns, key) is not None
-    assert [a for a in argv if "=" in a] == [a for a in getattr(ns, "overrides") if "=" in a]
+    assert [a for a in argv if "=" in a] == [a for a in ns.overrides if "=" in a]

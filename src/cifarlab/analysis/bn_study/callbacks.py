@@ -65,6 +65,14 @@ class _Recorder(Callback):
     def due(self, ctx: StepContext) -> bool:
         return self.every > 0 and ctx.step % self.every == 0
 
+    def begin(self, trainer: Any, ctx: StepContext) -> bool:
+        """Whether to measure at this step; saves the probe point first when asked to (``save_points``)."""
+        if not self.due(ctx):
+            return False
+        if getattr(self, "save_points", False):
+            save_probe_point(trainer, ctx)
+        return True
+
     def meta(self) -> dict[str, Any]:
         """The probe's settings, written next to its rows (a re-probe reads them)."""
         return {}
@@ -100,10 +108,8 @@ class Fig4Probe(_Recorder):
         return {"etas": self.etas}
 
     def on_after_backward(self, trainer: Any, ctx: StepContext) -> None:
-        if not self.due(ctx):
+        if not self.begin(trainer, ctx):
             return
-        if self.save_points:
-            save_probe_point(trainer, ctx)
         start = time.perf_counter()
         model = trainer.raw_model
         grads = {name: p.grad for name, p in named_trainable(model).items()}
@@ -166,10 +172,8 @@ class CurvatureProbe(_Recorder):
         return super().due(ctx) or ctx.step in self.density_at
 
     def on_after_backward(self, trainer: Any, ctx: StepContext) -> None:
-        if not self.due(ctx):
+        if not self.begin(trainer, ctx):
             return
-        if self.save_points:
-            save_probe_point(trainer, ctx)
         start = time.perf_counter()
         density = self.density_steps if ctx.step in self.density_at else 0
         self.rows.append(curvature_row(trainer.raw_model, ctx.x, ctx.y, ctx.step, power_iters=self.power_iters,
