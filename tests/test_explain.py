@@ -498,3 +498,20 @@ def test_every_explain_part_has_a_runner():
     from cifarlab.analysis.explain.settings import PARTS
 
     assert tuple(PART_RUNNERS) == PARTS
+
+
+def test_explain_flags_are_generated_from_the_settings():
+    import dataclasses
+
+    from cifarlab.analysis.explain.settings import ExplainSettings
+    from cifarlab.commands.explain import settings_from_args
+
+    assert settings_from_args(parse("RUN")) == ExplainSettings()  # nothing given: every default
+    s = settings_from_args(parse("RUN", "--parts", "gradcam,filters", "--grid", "5", "--include-bn-stats",
+                                 "--feature-layers", "a, b", "--zmax", "3"))
+    assert (s.parts, s.grid, s.include_bn_stats, s.feature_layers, s.zmax) == (("filters", "gradcam"), 5, True,
+                                                                              ("a", "b"), 3.0)
+    flags = {a for a in parse("RUN").__dict__}
+    assert {f.name for f in dataclasses.fields(ExplainSettings)} <= flags  # one flag per setting
+    with pytest.raises(ConfigError, match="--zmax=0"):
+        settings_from_args(parse("RUN", "--zmax", "0"))

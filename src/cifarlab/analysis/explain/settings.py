@@ -6,7 +6,7 @@ The defaults are sized so that explaining the quick preset's model (``quick_cnn`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cifarlab.errors import ConfigError
@@ -17,33 +17,47 @@ TARGETS: tuple[str, ...] = ("pred", "true")
 CHECKPOINTS: tuple[str, ...] = ("last", "best")
 
 
+def opt(default: Any, help: str, group: str = "", choices: tuple[str, ...] | None = None,
+        metavar: str | None = None) -> Any:
+    """A setting with what its command-line flag needs (the flags are generated from these fields)."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "metavar": metavar})
+
+
+ATTR = "attribution and feature maps"
+SURF = "loss surface (Li et al. 2018) and interpolation"
+
+
 @dataclass
 class ExplainSettings:
-    parts: tuple[str, ...] = PARTS  # which outputs to (re)compute; the others are left as they are
-    checkpoint: str = "last"  # which checkpoint of the run (its EMA/SWA average when the run kept one)
-    # attribution (part "gradcam") and feature maps (part "filters")
-    images: int = 8  # test images with an attribution overlay
-    method: str = "gradcam"  # gradcam (Captum LayerGradCam), saliency (Captum Saliency), ig (IntegratedGradients)
-    layer: str | None = None  # Grad-CAM target layer (module name); None: the model's default (see layers.py)
-    target: str = "pred"  # explain the predicted class or the true class
-    ig_steps: int = 32  # integrated gradients: Riemann steps from the baseline (the data-set mean image)
-    feature_layers: tuple[str, ...] | None = None  # layers whose feature maps are shown; None: one per resolution
-    feature_images: int = 3  # test images whose feature maps are shown
-    # mistakes
-    mistakes: int = 16  # most confident mistakes in the gallery
-    # loss surface (Li et al. 2018) and interpolation
-    grid: int = 11  # 2-D grid points per axis (odd: the trained weights are the centre point); 11: steps of 0.2
-    line: int = 21  # 1-D line points (odd); 21: steps of 0.1
-    span: float = 1.0  # coordinates run over [-span, span] (in units of the filter-normalised direction)
-    batches: int = 2  # training batches the surface and interpolation losses are averaged over
-    batch_size: int = 256
-    include_bn_stats: bool = False  # also move BN running mean/var along the directions
-    interpolate: str = "init"  # other end of the interpolation: "init" (the run's seeded init) or a checkpoint
-    interp_points: int = 11  # interpolation points on [0, 1], continued by 25 % on both sides (11 -> 15 points)
-    zmax: float | None = None  # clip the drawn loss at this value (None: min(10, max)); the NPZ keeps everything
-    seed: int = 0  # directions, test images and training batches
-    data_dir: str | None = None  # where CIFAR-10 is (default: the run's data.dir)
-    device: str | None = None  # auto, cpu, cuda, cuda:N (default: auto)
+    """Every setting is a flag of `cifarlab explain` (``--name-with-dashes``), generated from this class."""
+
+    parts: tuple[str, ...] = opt(PARTS, f"comma-separated subset of {','.join(PARTS)}; the parts not asked for "
+                                 "stay as they are in explain.json")
+    checkpoint: str = opt("last", "which checkpoint of the run (its EMA/SWA average when the run kept one)",
+                          choices=CHECKPOINTS)
+    images: int = opt(8, "test images with an attribution overlay", ATTR)
+    method: str = opt("gradcam", "Captum LayerGradCam, Saliency or IntegratedGradients", ATTR, METHODS)
+    layer: str | None = opt(None, "Grad-CAM target layer, a module name such as features.12 (default: the last "
+                            "feature map at the last conv's resolution)", ATTR)
+    target: str = opt("pred", "explain the predicted or the true class", ATTR, TARGETS)
+    ig_steps: int = opt(32, "integrated gradients: Riemann steps from the baseline (the data set's mean image)", ATTR)
+    feature_layers: tuple[str, ...] | None = opt(None, "comma-separated layers for feature maps (default: the end "
+                                                 "of each resolution stage)", ATTR)
+    feature_images: int = opt(3, "test images whose feature maps are shown", ATTR)
+    mistakes: int = opt(16, "most confident mistakes in the gallery", ATTR)
+    grid: int = opt(11, "2-D grid points per axis, odd (the trained weights are the centre)", SURF)
+    line: int = opt(21, "1-D line points, odd", SURF)
+    span: float = opt(1.0, "coordinates in [-span, span], in units of the filter-normalised direction", SURF)
+    batches: int = opt(2, "training batches each surface/interpolation loss is averaged over", SURF)
+    batch_size: int = opt(256, "images per such batch", SURF)
+    include_bn_stats: bool = opt(False, "also move BN running mean/var along the directions", SURF)
+    interpolate: str = opt("init", "start of the interpolation to the trained weights: init (the run's seeded "
+                           "initial weights) or a checkpoint file / run directory", SURF, metavar="init|CKPT")
+    interp_points: int = opt(11, "interpolation points on [0, 1], continued by 25 %% on both sides", SURF)
+    zmax: float | None = opt(None, "clip drawn losses at this value (default min(10, max)); the NPZ keeps all", SURF)
+    seed: int = opt(0, "directions, test images and training batches")
+    data_dir: str | None = opt(None, "where CIFAR-10 is (default: the run's data.dir)")
+    device: str | None = opt(None, "auto, cpu, cuda, cuda:N (default auto)")
 
     def validate(self) -> ExplainSettings:
         """Raise ConfigError naming the first impossible value; return self."""
