@@ -150,3 +150,35 @@ def test_overrides_and_flags_mix(argv: list[str], key: str) -> None:
     ns = parse_args(build_parser(), argv)
     assert ns.command == argv[0] and getattr(ns, key) is not None
     assert [a for a in argv if "=" in a] == [a for a in ns.overrides if "=" in a]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_malicious_checkpoint_is_refused_as_unsafe(tmp_path: Path) -> None:  # row 16
+    import torch
+
+    from cifarlab.engine.checkpoint import load_checkpoint
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Evil(), "config": {}}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "refused as unsafe" in message and "system" in message and "weights_only` set to `False" not in message
+
+
+def test_corrupt_summary_resume_and_report(tmp_path: Path, capsys, fake_data) -> None:  # row 6
+    from cifarlab.report.build import build_report
+
+    assert run_cli(capsys, "train", *TINY, "--out", str(tmp_path), "--name", "good", "--quiet")[0] == 0
+    assert run_cli(capsys, "train", *TINY, "--out", str(tmp_path), "--name", "bad", "--quiet")[0] == 0
+    (tmp_path / "bad" / "summary.json").write_text("{ not json")
+    code, err = run_cli(capsys, "train", "--resume", str(tmp_path / "bad"), "--quiet")
+    assert code == 2 and "summary.json' is unreadable" in one_line(err)
+    html_path, _ = build_report(tmp_path)
+    err = capsys.readouterr().err
+    assert "report skips" in err and "bad" in err
+    assert "good" in html_path.read_text()

@@ -464,7 +464,8 @@ def parse_override(text: str) -> dict[str, Any]:
     try:
         value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # a ReaderError (e.g. NUL) has none
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({reason})") from None
     nested: dict[str, Any] = value
     for part in reversed(key.split(".")):
         nested = {part: nested}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/foreign files
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        text = str(exc)
+        unsafe = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+        if unsafe or "Weights only load failed" in text:
+            what = f"the Python object '{unsafe.group(1)}'" if unsafe else "Python objects"
+            raise CheckpointError(f"checkpoint '{path}' was refused as unsafe: it references {what}, which a "
+                                  "weights-only load never runs (cifarlab checkpoints hold only tensors and plain "
+                                  "values); do not load it") from None
+        reason = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint '{path}' is unreadable or not a cifarlab checkpoint ({reason})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"checkpoint '{path}' is not a cifarlab checkpoint (no 'model'/'config' entries)")

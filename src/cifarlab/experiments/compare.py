@@ -88,7 +88,10 @@ def load_runs(sweep_dir: str | Path) -> list[RunRecord]:
         run_dir = sweep_dir / row["run_dir"]
         summary: dict[str, Any] = {}
         if (run_dir / "summary.json").is_file():
-            summary = json.loads((run_dir / "summary.json").read_text())
+            try:
+                summary = json.loads((run_dir / "summary.json").read_text())
+            except ValueError:  # corrupt: the run counts as not finished (and is re-run by the sweep)
+                summary = {"status": "unreadable", "error": "summary.json is unreadable"}
         status = summary.get("status") or row.get("status") or "missing"
         records.append(RunRecord(row["variant"], int(row["seed"]), run_dir, status,
                                  row.get("error") or summary.get("error"), summary))

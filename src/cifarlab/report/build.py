@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,11 @@ def collect_sections(root: Path) -> list[Section]:
     for summary in sorted(root.rglob("summary.json")):
         run = summary.parent
         if run not in sections and not hidden(run) and read_manifest(run) is None and (run / "config.yaml").is_file():
-            sections[run] = run_section(run, root)
+            try:
+                sections[run] = run_section(run, root)
+            except ValueError as exc:  # a corrupt summary.json: the report goes on without this run, and says so
+                print(f"cifarlab: warning: report skips '{run}': its summary.json is unreadable ({exc})",
+                      file=sys.stderr)
     for m in (m for m in manifests if m.extends):
         target = Path(os.path.normpath(m.folder / m.extends))
         if target in sections:
