@@ -136,6 +136,17 @@ def test_cli_resume_uses_the_new_data_dir(tmp_path: Path, data, monkeypatch: pyt
     assert cli.main(["train", "--resume", str(tmp_path / "r"), "--seed", "3", "--quiet"]) == 2
 
 
+def test_a_relative_data_dir_is_stored_absolute(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cifarlab.engine.build as build_module
+
+    monkeypatch.setattr(build_module, "load_cifar10", lambda *a, **k: data)
+    monkeypatch.chdir(tmp_path)
+    tiny = ["model.options.widths=[8,16,16]", "data.val_size=100", "train.batch_size=50", "train.device=cpu"]
+    assert cli.main(["train", *tiny, "train.epochs=1", "--data-dir", "rel/data", "--name", "r", "--quiet"]) == 0
+    stored = yaml.safe_load((tmp_path / "runs" / "r" / "config.yaml").read_text())["data"]["dir"]
+    assert stored == str(tmp_path / "rel" / "data")
+
+
 def test_sweep_whose_data_dir_moved_resumes_its_runs(tmp_path: Path, data) -> None:
     from cifarlab.experiments.sweep import parse_spec, run_sweep
 

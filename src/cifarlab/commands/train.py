@@ -42,7 +42,10 @@ def _train_config(args: argparse.Namespace) -> Any:
         value = getattr(args, flag)
         if value is not None:
             flag_overrides.append(f"{key}={json.dumps(value)}")
-    return load_config(args.preset, args.config, flag_overrides + list(args.overrides))
+    cfg = load_config(args.preset, args.config, flag_overrides + list(args.overrides))
+    if cfg.data.dir:  # stored absolute: the run resumes (and `eval`s) from any folder
+        cfg.data.dir = str(Path(cfg.data.dir).expanduser().resolve())
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
