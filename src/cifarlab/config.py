@@ -381,16 +381,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return value
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string; users mean a number
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        if not math.isfinite(value):  # inf/nan are never a setting: they only make a run diverge later
-            raise ConfigError(f"config key '{key}': got {value!r}, expected a finite number")
-        return float(value)
+        return _coerce_float(value, key, bad)
     if tp is str:
         if not isinstance(value, str):
             raise bad
@@ -411,6 +402,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return dict(value)
     raise bad  # pragma: no cover - schema uses only the types above
+
+
+def _coerce_float(value: Any, key: str, bad: ConfigError) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string; users mean a number
+        try:
+            value = float(value)
+        except ValueError:
+            raise bad from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad
+    if not math.isfinite(value):  # inf/nan are never a setting: they only make a run diverge later
+        raise ConfigError(f"config key '{key}': got {value!r}, expected a finite number")
+    return float(value)
 
 
 def build_section(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
