@@ -267,3 +267,16 @@ def test_cli_exit_code_and_failure_listing(tmp_path, data, monkeypatch, capsys):
     assert cmd_sweep(_sweep_args(str(spec_file), "--out", str(tmp_path / "o"), "--quiet")) == 1
     err = capsys.readouterr().err
     assert "1 run(s) did not finish" in err and "activation=bogus/seed0: failed" in err
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ({"name": "x", "seeds": "a"}, "sweep key 'seeds'"),
+    ({"name": "x", "seeds": [1, 1]}, "'seeds' has duplicates"),
+    ({"name": "x", "axes": {"optim.lr": 0.1}}, "'axes' must map"),
+    ({"name": "x", "variants": ["lr=1"]}, "sweep key 'variants[0]'"),
+    ({"name": "a/b"}, "'name' must be a non-empty folder name"),
+    ({"name": "x", "description": ["not", "text"]}, "sweep key 'description'"),
+])
+def test_sweep_file_is_checked_by_the_config_builder(raw, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        parse_spec(raw)

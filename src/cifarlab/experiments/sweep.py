@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cifarlab.config import RunConfig, config_from_dict, deep_merge, preset_dict, read_yaml, to_dict
+from cifarlab.config import RunConfig, build_section, config_from_dict, deep_merge, preset_dict, read_yaml, to_dict
 from cifarlab.engine.rundir import comparable
 from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.io import atomic_write_json, atomic_write_yaml, write_csv
@@ -124,6 +124,63 @@ def _resolve_base(base: Any) -> dict[str, Any]:
     return merged
 
 
+@dataclass
+class SweepFile:
+    """The keys of a sweep file, typed: the config's builder checks types and unknown keys; ``check`` the rest."""
+
+    name: str = ""
+    description: str = ""
+    base: str | dict[str, Any] | None = None  # a preset name or a nested config dict
+    scale: str | None = None
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    seeds: list[int] | int = field(default_factory=lambda: [0])
+    reference: str = ""
+
+    def check(self, source: str) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"{source}: {message}")
+
+        need(bool(self.name.strip()) and "/" not in self.name,
+             f"'name' must be a non-empty folder name, got {self.name!r}")
+        need(all(isinstance(v, list) and v for v in self.axes.values()),
+             "'axes' must map dotted config keys to non-empty lists of values")
+        need(all(isinstance(v, dict) for v in self.scales.values()),
+             "'scales' must map scale names to mappings of config keys")
+        if isinstance(self.seeds, int):
+            self.seeds = [self.seeds]
+        _check_seeds(self.seeds, "'seeds'", source)
+
+    def resolve_scale(self, scale: str | None, source: str) -> tuple[str | None, dict[str, Any]]:
+        """The chosen scale (``scale`` or the file's own) with its seeds and per-variant patches taken out."""
+        chosen = scale if scale is not None else self.scale
+        if chosen is None:
+            return None, {}
+        if chosen not in self.scales:
+            raise ConfigError(f"{source}: unknown scale '{chosen}'; defined scales: {', '.join(self.scales) or 'none'}")
+        block = dict(self.scales[chosen])
+        if "seeds" in block:
+            self.seeds = block.pop("seeds")
+            _check_seeds(self.seeds, f"scales.{chosen}.seeds", source)
+        per_variant = block.pop("per_variant", None) or {}
+        labels = {str(v.get("label")) for v in self.variants}
+        if not isinstance(per_variant, dict) or any(k not in labels or not isinstance(v, dict)
+                                                    for k, v in per_variant.items()):
+            raise ConfigError(f"{source}: scales.{chosen}.per_variant must map variant labels "
+                              f"({', '.join(sorted(labels)) or 'none defined'}) to mappings of config keys")
+        self.scales = {**self.scales, chosen: block}
+        return chosen, per_variant
+
+
+def _check_seeds(seeds: Any, what: str, source: str) -> None:
+    if not isinstance(seeds, list) or not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
+        raise ConfigError(f"{source}: {what} must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{source}: {what} has duplicates: {seeds}")
+
+
 def parse_spec(raw: dict[str, Any], scale: str | None = None, source: str = "sweep") -> SweepSpec:
     """Check the spec's own keys (config keys are checked later, per expanded run) and resolve the base."""
     if not isinstance(raw, dict):
@@ -131,47 +188,15 @@ def parse_spec(raw: dict[str, Any], scale: str | None = None, source: str = "swe
     unknown = sorted(set(raw) - set(SPEC_KEYS))
     if unknown:
         raise ConfigError(f"{source}: unknown sweep key '{unknown[0]}'; valid keys: {', '.join(SPEC_KEYS)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise ConfigError(f"{source}: 'name' must be a non-empty folder name, got {name!r}")
-    axes = raw.get("axes") or {}
-    if not isinstance(axes, dict) or any(not isinstance(v, list) or not v for v in axes.values()):
-        raise ConfigError(f"{source}: 'axes' must map dotted config keys to non-empty lists of values")
-    variants = raw.get("variants") or []
-    if not isinstance(variants, list) or any(not isinstance(v, dict) for v in variants):
-        raise ConfigError(f"{source}: 'variants' must be a list of mappings ({{label: ..., key: value}})")
-    seeds = raw.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{source}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{source}: 'seeds' has duplicates: {seeds}")
-    scales = raw.get("scales") or {}
-    if not isinstance(scales, dict) or any(not isinstance(v, dict) for v in scales.values()):
-        raise ConfigError(f"{source}: 'scales' must map scale names to mappings of config keys")
-    chosen = scale if scale is not None else raw.get("scale")
-    if chosen is not None and chosen not in scales:
-        raise ConfigError(f"{source}: unknown scale '{chosen}'; defined scales: {', '.join(scales) or 'none'}")
-    per_variant: dict[str, dict[str, Any]] = {}
-    if chosen is not None:
-        block = dict(scales[chosen])
-        if "seeds" in block:
-            seeds = block.pop("seeds")
-            if not isinstance(seeds, list) or not seeds or any(isinstance(x, bool) or not isinstance(x, int)
-                                                               for x in seeds) or len(set(seeds)) != len(seeds):
-                raise ConfigError(f"{source}: scales.{chosen}.seeds must be a list of distinct integers")
-        per_variant = block.pop("per_variant", None) or {}
-        labels = {str(v.get("label")) for v in variants}
-        if not isinstance(per_variant, dict) or any(k not in labels or not isinstance(v, dict)
-                                                    for k, v in per_variant.items()):
-            raise ConfigError(f"{source}: scales.{chosen}.per_variant must map variant labels "
-                              f"({', '.join(sorted(labels)) or 'none defined'}) to mappings of config keys")
-        scales = {**scales, chosen: block}
-    base = _resolve_base(raw.get("base"))
-    return SweepSpec(name=name.strip(), base=base, axes=axes, variants=variants, seeds=list(seeds), scale=chosen,
-                     scales=scales, per_variant=per_variant, description=str(raw.get("description", "")),
-                     reference=str(raw.get("reference", "")))
+    try:
+        f = build_section(SweepFile, {k: v for k, v in raw.items() if v is not None or k in ("base", "scale")})
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {str(exc).replace('config key', 'sweep key')}") from None
+    f.check(source)
+    chosen, per_variant = f.resolve_scale(scale, source)
+    return SweepSpec(name=f.name.strip(), base=_resolve_base(f.base), axes=f.axes, variants=f.variants,
+                     seeds=list(f.seeds), scale=chosen, scales=f.scales, per_variant=per_variant,
+                     description=f.description, reference=f.reference)
 
 
 def load_spec(path_or_name: str | Path, scale: str | None = None) -> SweepSpec:
