@@ -9,6 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# Shorthand flags of `train` and `config`: each one names the config key it sets (the one table of both).
+CONFIG_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--data-dir", "data.dir", str, "where CIFAR-10 is (or goes): folder, extracted folder or .tar.gz (default "
+     "$CIFARLAB_DATA or ~/.cache/cifarlab)"),
+    ("--subset", "data.subset", int, "train on N training images only"),
+    ("--epochs", "train.epochs", int, ""),
+    ("--seed", "train.seed", int, ""),
+    ("--device", "train.device", str, "auto, cpu, cuda, cuda:N"),
+    ("--name", "name", str, "run name"),
+    ("--out", "out_dir", str, "parent folder of run directories (default runs)"),
+)
+
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,14 +33,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     p.add_argument("--preset", help="start from a shipped preset (see `cifarlab presets`)")
     p.add_argument("-c", "--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)")
-    p.add_argument("--data-dir", help="where CIFAR-10 is (or goes): folder, extracted folder or .tar.gz "
-                   "[data.dir; default $CIFARLAB_DATA or ~/.cache/cifarlab]")
-    p.add_argument("--subset", type=int, help="train on N training images only [data.subset]")
-    p.add_argument("--epochs", type=int, help="[train.epochs]")
-    p.add_argument("--seed", type=int, help="[train.seed]")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N [train.device]")
-    p.add_argument("--name", help="run name [name]")
-    p.add_argument("--out", help="parent folder of run directories [out_dir; default runs]")
+    for flag, key, kind, text in CONFIG_FLAGS:
+        p.add_argument(flag, type=kind, help=f"{text} [{key}]".lstrip())
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
@@ -37,9 +43,8 @@ def _train_config(args: argparse.Namespace) -> Any:
     from cifarlab.config import load_config
 
     flag_overrides = []
-    for flag, key in (("data_dir", "data.dir"), ("subset", "data.subset"), ("epochs", "train.epochs"),
-                      ("seed", "train.seed"), ("device", "train.device"), ("name", "name"), ("out", "out_dir")):
-        value = getattr(args, flag)
+    for flag, key, _, _ in CONFIG_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
         if value is not None:
             flag_overrides.append(f"{key}={json.dumps(value)}")
     cfg = load_config(args.preset, args.config, flag_overrides + list(args.overrides))
@@ -142,10 +147,8 @@ def add_config_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--preset")
     p.add_argument("-c", "--config", action="append", default=[], metavar="FILE")
-    for flag in ("--data-dir", "--device", "--name", "--out"):
-        p.add_argument(flag)
-    for flag in ("--subset", "--epochs", "--seed"):
-        p.add_argument(flag, type=int)
+    for flag, key, kind, text in CONFIG_FLAGS:
+        p.add_argument(flag, type=kind, help=f"{text} [{key}]".lstrip())
 
 
 def cmd_config(args: argparse.Namespace) -> int:

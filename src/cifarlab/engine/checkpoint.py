@@ -32,12 +32,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # torch raises several types for truncated/foreign files
         text = str(exc)
         unsafe = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
-        if unsafe or "Weights only load failed" in text:
-            what = f"the Python object '{unsafe.group(1)}'" if unsafe else "Python objects"
-            raise CheckpointError(f"checkpoint '{path}' was refused as unsafe: it references {what}, which a "
-                                  "weights-only load never runs (cifarlab checkpoints hold only tensors and plain "
-                                  "values); do not load it") from None
-        reason = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+        if unsafe:
+            raise CheckpointError(f"checkpoint '{path}' was refused as unsafe: it references the Python object "
+                                  f"'{unsafe.group(1)}', which a weights-only load never runs (cifarlab checkpoints "
+                                  "hold only tensors and plain values); do not load it") from None
+        if "Weights only load failed" in text:  # torch's advice to turn the protection off is not repeated
+            reason = "the weights-only unpickler cannot read it"
+        else:
+            reason = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint '{path}' is unreadable or not a cifarlab checkpoint ({reason})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"checkpoint '{path}' is not a cifarlab checkpoint (no 'model'/'config' entries)")
