@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -21,6 +22,39 @@ its last saved epoch.
 """
 
 
+def _comma_list(kind: type) -> Any:
+    def parse(text: str) -> list[Any]:
+        try:
+            items = [kind(x.strip()) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+        if not items:
+            raise argparse.ArgumentTypeError("expected a non-empty comma-separated list")
+        return items
+
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+# Shorthand flags: each sets one settings key (the one table of parser and handler).
+SETTING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--data-dir", "data.dir", str, "where CIFAR-10 is"),
+    ("--device", "device", str, "auto, cpu, cuda, cuda:N"),
+    ("--parts", "parts", _comma_list(str), "comma-separated subset of train,band,landscape,ics,noisy"),
+    ("--seeds", "seeds", _comma_list(int), "comma-separated seeds, one training per seed and arm"),
+    ("--executor", "executor.kind", str, "where the trainings run: auto (Ray at paper scale if installed), "
+     "local, ray"),
+    ("--ray-address", "executor.address", str, "join this Ray cluster, e.g. auto"),
+)
+
+
 def add_bn_study_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bn-study", help="how BatchNorm helps optimisation: VGG-A vs VGG-A+BN (Santurkar et al. 2018)",
@@ -29,15 +63,10 @@ def add_bn_study_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--scale", choices=["quick", "paper"], default="quick", help="settings scale (default quick)")
     p.add_argument("-c", "--config", action="append", default=[], metavar="FILE", help="YAML settings (repeatable)")
     p.add_argument("--out", help="output folder (default runs/bn-study-<scale>)")
-    p.add_argument("--data-dir", help="where CIFAR-10 is [data.dir]")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N [device]")
-    p.add_argument("--parts", help="comma-separated subset of train,band,landscape,ics,noisy [parts]")
-    p.add_argument("--seeds", help="comma-separated seeds, one training per seed and arm [seeds]")
+    for flag, key, kind, text in SETTING_FLAGS:
+        p.add_argument(flag, type=kind, help=f"{text} [{key}]")
     p.add_argument("--reprobe", metavar="RUN_DIR", help="recompute the probes of one study run from its saved "
                    "probe points and compare them with the recorded numbers")
-    p.add_argument("--executor", choices=["auto", "local", "ray"],
-                   help="where the trainings run: auto (Ray at paper scale if installed), local, ray [executor.kind]")
-    p.add_argument("--ray-address", help="join this Ray cluster, e.g. auto [executor.address]")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     return p
 
@@ -45,28 +74,15 @@ def add_bn_study_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 def cmd_bn_study(args: argparse.Namespace) -> int:
     from cifarlab.analysis.bn_study.settings import load_settings, to_dict
     from cifarlab.analysis.bn_study.study import run_study
-    from cifarlab.errors import ConfigError
+    from cifarlab.config import deep_merge
 
-    extra: dict = {}
-    if args.data_dir is not None:
-        extra["data"] = {"dir": args.data_dir}
-    if args.device is not None:
-        extra["device"] = args.device
-    if args.executor is not None or args.ray_address is not None:
-        extra["executor"] = {k: v for k, v in (("kind", args.executor), ("address", args.ray_address))
-                             if v is not None}
     if args.reprobe:
         return _reprobe(args.reprobe, args.data_dir)
-    if args.seeds is not None:
-        try:
-            extra["seeds"] = [int(x) for x in args.seeds.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"--seeds: got {args.seeds!r}, expected comma-separated integers (0,1,2,3,4)") from None
-    if args.parts is not None:
-        parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-        if not parts:
-            raise ConfigError("--parts: give a comma-separated subset of train,band,landscape,ics,noisy")
-        extra["parts"] = parts
+    extra: dict = {}
+    for flag, key, _, _ in SETTING_FLAGS:  # each flag sets its settings key (dotted), as an override would
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            extra = deep_merge(extra, _nested(key, value))
     settings = load_settings(args.scale, args.config, list(args.overrides), extra)
     out = Path(args.out) if args.out else Path("runs") / f"bn-study-{settings.scale}"
 
