@@ -182,3 +182,25 @@ def test_corrupt_summary_resume_and_report(tmp_path: Path, capsys, fake_data) ->
     err = capsys.readouterr().err
     assert "report skips" in err and "bad" in err
     assert "good" in html_path.read_text()
+
+
+def test_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path: Path, capsys, fake_data, monkeypatch) -> None:
+    import errno
+
+    import cifarlab.engine.trainer as trainer_module
+
+    real, calls = trainer_module.save_checkpoint, []
+
+    def fill_up(path, state):
+        calls.append(path)
+        if len(calls) > 2:  # epoch 1 wrote best.pt and last.pt; then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, state)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", fill_up)
+    tiny = [t for t in TINY if not t.startswith("train.epochs")]
+    code, err = run_cli(capsys, "train", *tiny, "train.epochs=3", "--out", str(tmp_path), "--name", "r", "--quiet")
+    line = one_line(err)
+    assert code == 2 and "No space left on device" in line and "last complete checkpoint is kept" in line
+    state = __import__("torch").load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and not list((tmp_path / "r").rglob("*.tmp"))

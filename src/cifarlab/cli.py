@@ -7,6 +7,7 @@ torch, numpy or matplotlib before its handler runs, so ``cifarlab --help`` is fa
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable
 
@@ -103,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # a path the OS refuses (read-only, full, not a folder, name too long): one line
         where = f" '{exc.filename}'" if exc.filename else ""
-        print(f"cifarlab: error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
+        kept = ("; every file is written atomically, so the last complete checkpoint is kept: free space and "
+                "continue with --resume") if exc.errno == errno.ENOSPC else ""
+        print(f"cifarlab: error: cannot write or read{where}: {exc.strerror or exc}{kept}", file=sys.stderr)
         return 2
 
 
