@@ -419,3 +419,22 @@ def test_layer_table_vgg_a() -> None:
     assert rows[-1]["output_shape"] == (1, 10) and rows[-1]["type"] == "Linear"
     text = format_layer_table(rows)
     assert "9,750,922" in text and "Conv2d" in text
+
+
+def test_width_mult_is_one_option_for_every_family_with_a_width():
+    from cifarlab.models import get_entry
+
+    scaled = [n for n in list_models() if get_entry(n).width_target() is not None]
+    assert {"quick_cnn", "cnn3", "resnet18", "densenet121", "resnext29_32x4d", "fast_net"} <= set(scaled)
+    for name in scaled:
+        full = count_params(create(name))
+        assert count_params(create(name, width_mult=1.0)) == full, name  # 1.0 keeps the exact count
+        assert "width_mult" in get_entry(name).options(), name
+    assert count_params(create("quick_cnn", width_mult=0.5)) == count_params(create("quick_cnn", widths=[16, 32, 64]))
+    assert count_params(create("resnet18", width_mult=0.25)) < count_params(create("resnet18")) / 10
+    with pytest.raises(ConfigError, match="not both"):
+        create("quick_cnn", width_mult=0.5, widths=[8, 8, 8])
+    with pytest.raises(ConfigError, match="width_mult must be a number > 0"):
+        create("quick_cnn", width_mult=0)
+    with pytest.raises(ConfigError, match="has no option 'width_mult'"):
+        create("dla", width_mult=0.5)
