@@ -92,11 +92,11 @@ def _trained_metrics(run: dict[str, Any]) -> dict[str, float | None]:
 def per_seed_metrics(results: dict[str, list[dict[str, Any]]]) -> PerSeed:
     """metric -> arm -> seed -> value, for every part that ran (diverged runs leave their seed out)."""
     out: PerSeed = defaultdict(lambda: defaultdict(dict))
-    for part, metrics_of in (("landscape", _landscape_metrics), ("ics", _landscape_metrics)):
-        for run in results.get(part, []):
-            for key, value in metrics_of(run).items():
-                if value is not None:
-                    out[key][arm(run)][run["spec"]["seed"]] = value
+    # The ics part reads the landscape part's runs: measure them once, from whichever part was loaded.
+    for run in results.get("landscape") or results.get("ics", []):
+        for key, value in _landscape_metrics(run).items():
+            if value is not None:
+                out[key][arm(run)][run["spec"]["seed"]] = value
     for part in ("train", "noisy"):
         for run in results.get(part, []):
             prefix = "noisy:" if part == "noisy" else f"lr{run['spec']['lr']:g}:"

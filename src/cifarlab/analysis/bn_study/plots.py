@@ -218,8 +218,9 @@ def write_landscape(runs: Runs, folder: Path, s: StudySettings) -> None:
             ("loss_min", "loss_max", "(a) loss landscape: min-max over eta of L(w - eta g)", "loss (log)"),
             ("pred_min", "pred_max", "(b) gradient predictiveness: min-max over eta", "||grad L(w - eta g) - g||"),
             ("beta", "beta", "(c) effective beta-smoothness: max over eta", "max ||dg|| / (eta ||g||)"))):
+        high_by_model = _by_model_step(summary, lambda r, k=hi_key: r[k])
         for m, (steps, lows) in _by_model_step(summary, lambda r, k=lo_key: r[k]).items():
-            _, highs = _by_model_step(summary, lambda r, k=hi_key: r[k])[m]
+            highs = high_by_model[m][1]
             lo, hi = np.array([np.mean(v) for v in lows]), np.array([np.mean(v) for v in highs])
             if lo_key == hi_key:
                 ax[i].plot(steps, lo, color=COLORS[m], marker="o", ms=3, label=LABELS[m])

@@ -138,7 +138,8 @@ PROBE_FIELDS = ("probe_every", "etas", "ics_every", "ics_layers", "curvature", "
 
 def fingerprint(spec: RunSpec, s: StudySettings) -> str:
     """What decides a run's files: its config (less where things are and how they are shown) and its probes."""
-    probes = {k: v for k, v in asdict(spec).items() if k in PROBE_FIELDS}
+    # steps too: train.max_steps is resume-safe (raising it extends a run), so comparable() leaves it out.
+    probes = {k: v for k, v in asdict(spec).items() if k in PROBE_FIELDS} | {"steps": spec.steps}
     text = json.dumps({"config": comparable(_config_dict(spec, s)), "probes": probes,
                        "synthetic": s.data.synthetic}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
