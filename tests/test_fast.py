@@ -236,13 +236,17 @@ def test_per_image_pipeline_makes_a_crop_flip_view_and_bench_reports_ratios(tmp_
     assert min(float((aug.eval(v)[0] - x).abs().max()) for v in views) < 1e-5
     # Two rounds: the engine trains one more epoch per round, past the bench run's single planned epoch.
     report = run_bench(data, tmp_path, ["quick_cnn"], steps=1, rounds=2, workers=0, log=lambda _: None)
-    row = report["models"][0]
-    assert row["model"] == "quick_cnn" and row["batch"] == 256 and row["macs"] > 9_000_000
-    for key in ("bare_img_s", "engine_img_s", "conventional_img_s", "engine_vs_conventional", "engine_gflops"):
-        assert row[key] > 0 and row[key] == row[key], key
-    assert row["engine_vs_conventional"] == pytest.approx(row["engine_img_s"] / row["conventional_img_s"])
-    assert report["roofline"]["conv_gflops"] > 0 and (tmp_path / "bench.json").is_file()
-    assert "| quick_cnn | 256 |" in format_table(report)
+    assert [(r["model"], r["amp"]) for r in report["models"]] == [("quick_cnn", "off"), ("quick_cnn", "bf16")]
+    for row in report["models"]:  # fp32 and bf16 side by side, each against its own precision's conv peak
+        assert row["batch"] == 256 and row["macs"] > 9_000_000
+        for key in ("bare_img_s", "engine_img_s", "conventional_img_s", "engine_vs_conventional", "engine_gflops"):
+            assert row[key] > 0 and row[key] == row[key], key
+        assert row["engine_vs_conventional"] == pytest.approx(row["engine_img_s"] / row["conventional_img_s"])
+    for key in ("conv_gflops", "conv_bf16_gflops", "matmul_gflops", "matmul_bf16_gflops"):
+        assert report["roofline"][key] > 0, key
+    assert report["auto_amp"] in ("off", "bf16") and (tmp_path / "bench.json").is_file()
+    table = format_table(report)
+    assert "| quick_cnn | 256 | fp32 |" in table and "| quick_cnn | 256 | bf16 |" in table
 
 
 def test_bench_cli_bad_input_is_one_line_error(capsys: pytest.CaptureFixture) -> None:

@@ -29,11 +29,11 @@ TORCH_EPS = {"adam": 1e-8, "adamw": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10, "ad
 
 
 def test_listings_in_registration_order():
-    assert list_optimizers() == list(OPTIM_CLASSES)
+    assert list_optimizers() == [*OPTIM_CLASSES, "muon"]  # muon: tests/test_muon.py
     assert list_losses() == ["cross_entropy", "label_smoothing", "nll", "focal", "mse", "bce",
                              "multilabel_soft_margin"]
     assert list_schedules() == ["constant", "step", "multistep", "exponential", "plateau", "cosine",
-                                "warmup_cosine", "warmup_linear", "cosine_restarts", "onecycle"]
+                                "warmup_cosine", "warmup_linear", "linear", "cosine_restarts", "onecycle"]
     for registry in (OPTIMIZERS, LOSSES, SCHEDULES):
         assert all(e.description for e in registry), registry.kind
     assert OPTIMIZERS.entry("adadelta").keys == ("rho", "eps")
@@ -41,9 +41,10 @@ def test_listings_in_registration_order():
 
 
 @pytest.mark.parametrize(("key", "value", "choices"), [
-    ("optim.name", "adamx", "'sgd', 'adam', 'adamw', 'rmsprop', 'adagrad', 'adadelta', 'scratch_sgd', 'signum'"),
+    ("optim.name", "adamx", "'sgd', 'adam', 'adamw', 'rmsprop', 'adagrad', 'adadelta', 'scratch_sgd', 'signum', "
+                            "'muon'"),
     ("loss.name", "huber", "'cross_entropy', 'label_smoothing', 'nll', 'focal', 'mse', 'bce', 'multilabel_soft"),
-    ("sched.name", "linear", "'constant', 'step', 'multistep', 'exponential', 'plateau', 'cosine', 'warmup_co"),
+    ("sched.name", "triangle", "'constant', 'step', 'multistep', 'exponential', 'plateau', 'cosine', 'warmup_co"),
 ])
 def test_unknown_names_give_one_line(key, value, choices):
     with pytest.raises(ConfigError) as exc:
@@ -78,7 +79,8 @@ def test_generic_registry():
 def test_declared_optimizer_keys_exist_on_optimconfig():
     fields = {f.name for f in dataclasses.fields(OptimConfig)}
     declared = {k for e in OPTIMIZERS for k in e.keys}
-    assert declared == {"momentum", "nesterov", "betas", "eps", "alpha", "rho"} and declared <= fields
+    assert declared == {"momentum", "nesterov", "betas", "eps", "alpha", "rho", "muon_momentum", "muon_ns_steps",
+                        "head_lr_mult"} and declared <= fields
 
 
 # Per optimizer: settings for each declared key (away from the default) and what the torch group must hold.
@@ -114,7 +116,7 @@ def test_adding_an_optimizer_is_one_entry(monkeypatch):
     cfg = load_config(overrides=["optim.name=plain_sgd", "optim.lr=0.3"]).optim
     opt = build_optimizer(nn.Linear(2, 1), cfg)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0
-    with pytest.raises(ConfigError, match=r"'optim.nesterov': true applies to sgd or scratch_sgd only"):
+    with pytest.raises(ConfigError, match=r"'optim.nesterov': true applies to sgd, scratch_sgd or muon only"):
         load_config(overrides=["optim.name=plain_sgd", "optim.nesterov=true"])
 
 
@@ -173,7 +175,7 @@ def test_switching_a_preset_to_another_optimizer_just_works(tmp_path):
 @pytest.mark.parametrize("overrides", [["optim.name=adam", "optim.nesterov=true"],
                                        ["optim.nesterov=true", "optim.name=adam"]])
 def test_a_setting_given_with_another_optimizer_is_refused(overrides):
-    msg = ("config key 'optim.nesterov': true applies to sgd or scratch_sgd only (optim.name is 'adam'); "
+    msg = ("config key 'optim.nesterov': true applies to sgd, scratch_sgd or muon only (optim.name is 'adam'); "
            "set optim.nesterov=false")
     with pytest.raises(ConfigError) as exc:
         load_config("quick", overrides=overrides)

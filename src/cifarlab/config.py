@@ -130,6 +130,9 @@ class OptimConfig:
     # Lookahead ramp (airbench): alpha goes from 1 (plain steps) at step 0 to lookahead_alpha at the last step,
     # as 1 - (1 - lookahead_alpha) * (step / total)^3: no averaging early, strong averaging as the LR decays.
     lookahead_ramp: bool = False
+    muon_momentum: float = 0.6  # muon: Nesterov momentum of the filters' Muon step (SGD groups use momentum)
+    muon_ns_steps: int = 3  # muon: Newton-Schulz iterations orthogonalising the momentum
+    head_lr_mult: float = 1.0  # muon: LR multiplier of the 2-D (Linear) weights, which take SGD steps
 
     def check(self) -> None:
         from cifarlab.engine.optim import OPTIMIZERS  # lazy (imports torch), see the module docstring
@@ -146,6 +149,9 @@ class OptimConfig:
         _need(self.l1 >= 0, "optim.l1", self.l1, ">= 0 (0 disables)")
         _need(self.l2 >= 0, "optim.l2", self.l2, ">= 0 (0 disables)")
         _need(self.bn_bias_lr_mult > 0, "optim.bn_bias_lr_mult", self.bn_bias_lr_mult, "> 0")
+        _need(0 <= self.muon_momentum < 1, "optim.muon_momentum", self.muon_momentum, "0 <= momentum < 1")
+        _need(1 <= self.muon_ns_steps <= 20, "optim.muon_ns_steps", self.muon_ns_steps, "an integer in 1..20")
+        _need(self.head_lr_mult > 0, "optim.head_lr_mult", self.head_lr_mult, "> 0")
         _need(self.lookahead_k >= 0, "optim.lookahead_k", self.lookahead_k, ">= 0 (0 disables)")
         _need(0 < self.lookahead_alpha <= 1, "optim.lookahead_alpha", self.lookahead_alpha, "0 < alpha <= 1")
         self.check_applicable()
@@ -221,7 +227,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     seed: int = 0
     device: str = "auto"  # auto (cuda if present, else cpu), cpu, cuda, cuda:N, mps
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, off on CPU (bf16 is slower there)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA and on native-bf16 CPUs, else off (fp32)
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (pays off on GPUs for long runs)
     deterministic: bool = True  # deterministic kernels (CPU runs are bit-reproducible)

@@ -17,6 +17,7 @@ from torch import nn
 from cifarlab.config import RunConfig
 from cifarlab.data import BatchAugment, CifarArrays, Splits, load_cifar10, make_splits
 from cifarlab.engine.averaging import EMA, SWA
+from cifarlab.engine.environment import cpu_has_native_bf16
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.mixing import BatchMixer
 from cifarlab.engine.optim import build_optimizer, build_regularizer
@@ -64,11 +65,20 @@ def build_augment(cfg: RunConfig) -> BatchAugment:
     )
 
 
+def resolve_amp(mode: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast on CUDA and on CPUs with bf16 in hardware (AVX512_BF16 / AMX), where a training
+    step is ~1.5-2x faster than fp32 (docs/benchmarks.md, `cifarlab bench`); fp32 elsewhere: emulated bf16 on an
+    AVX2-only CPU is slower than fp32."""
+    if mode != "auto":
+        return mode
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
+        return "bf16"
+    return "off"
+
+
 def autocast_context(cfg: RunConfig, device: torch.device) -> Callable[[], Any]:
-    """Mixed precision on CUDA only: on this kind of CPU bf16 autocast is slower than fp32."""
-    mode = cfg.train.amp
-    if mode == "auto":
-        mode = "bf16" if device.type == "cuda" else "off"
+    """The forward pass's precision. Autocast leaves weights, BN statistics, the loss and the optimizer state fp32."""
+    mode = resolve_amp(cfg.train.amp, device)
     if mode == "off":
         return contextlib.nullcontext
     dtype = torch.bfloat16 if mode == "bf16" else torch.float16
@@ -133,4 +143,4 @@ def build_components(cfg: RunConfig, model: nn.Module, device: torch.device, per
 
 
 __all__ = ["Components", "autocast_context", "build_augment", "build_components", "build_model", "load_splits",
-           "planned_epochs", "seed_for", "set_determinism", "steps_per_epoch", "unwrap"]
+           "planned_epochs", "resolve_amp", "seed_for", "set_determinism", "steps_per_epoch", "unwrap"]

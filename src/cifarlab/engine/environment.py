@@ -46,6 +46,33 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU features that decide which arithmetic is fast here (/proc/cpuinfo names); recorded beside every timing.
+TIMING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The ``TIMING_FLAGS`` this CPU has (empty where /proc/cpuinfo does not exist)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in TIMING_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_has_native_bf16() -> bool:
+    """bf16 dot products in hardware (AVX512_BF16 or AMX): asked of torch, else read from the CPU flags."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    if probe is not None and probe():
+        return True
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if amx is not None and amx():
+        return True
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -70,6 +97,8 @@ def environment_info(device: torch.device | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
         "cuda": torch.version.cuda,

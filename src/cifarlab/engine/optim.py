@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cifarlab.config import OptimConfig
+from cifarlab.engine.muon import MuonSGD, muon_groups
 from cifarlab.engine.scratch_optim import ScratchSGD, Signum
 from cifarlab.registry import Registry
 
@@ -93,6 +94,14 @@ for _name, _cls, _keys, _eps, _about in (
     ("signum", Signum, ("momentum",), 1e-8, "sign of the momentum (Bernstein et al. 2018)"),
 ):
     OPTIMIZERS.register(_name, _about, keys=_keys)(torch_style(_cls, _keys, _eps))
+
+
+@OPTIMIZERS.register("muon", "Muon on conv filters + Nesterov SGD on head/BN shifts/biases (airbench94_muon; "
+                     "engine/muon.py)", keys=("momentum", "nesterov", "muon_momentum", "muon_ns_steps", "head_lr_mult"))
+def _muon(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for g in groups for p in g["params"]]
+    regrouped = muon_groups(params, cfg.lr, cfg.bn_bias_lr_mult, cfg.head_lr_mult, cfg.weight_decay)
+    return MuonSGD(regrouped, cfg.lr, cfg.momentum, cfg.nesterov, cfg.muon_momentum, cfg.muon_ns_steps)
 
 
 class Lookahead:

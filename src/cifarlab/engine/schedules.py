@@ -14,7 +14,7 @@ Closed forms (t in epochs, E = train.epochs, w = warmup_epochs, f = min_lr / lr)
 
 * constant: 1;  step: gamma^floor(t/step_size);  multistep: gamma^#{milestones <= t};  exponential: gamma^t
 * cosine / warmup_cosine: f + (1-f) (1 + cos(pi (t-w)/(E-w))) / 2
-* warmup_linear: f + (1-f) (1 - (t-w)/(E-w))
+* warmup_linear, linear: f + (1-f) (1 - (t-w)/(E-w)) (linear: w may be 0)
 * cosine_restarts (SGDR): f + (1-f) (1 + cos(pi T_cur/T_i)) / 2, cycles of t_0, t_0*t_mult, t_0*t_mult^2, ...
 * onecycle: torch's OneCycleLR (cosine, div_factor 25, final_div_factor 1e4)
 * warm-up (all but onecycle): s + (1-s) (t + unit)/w during t < w, unit = one step (or one epoch) of progress,
@@ -176,6 +176,11 @@ SCHEDULES.register("warmup_cosine", "cosine, requires warmup_epochs > 0", keys=(
 def _warmup_linear(s: LRSchedule, t: float) -> float:
     floor = s.floor()
     return floor + (1 - floor) * (1 - s.decay_fraction(t))
+
+
+# The same line without a required warm-up (airbench94_muon: from the full LR straight down to 0).
+SCHEDULES.register("linear", "linear decay to min_lr over the run (warm-up optional)",
+                   keys=("min_lr", "warmup_epochs"))(_warmup_linear)
 
 
 @SCHEDULES.register("cosine_restarts", "SGDR: cosine cycles of t_0, t_0*t_mult, ... epochs",

@@ -42,6 +42,7 @@ from cifarlab.engine.build import (
     build_model,
     load_splits,
     planned_epochs,
+    resolve_amp,
     seed_for,
     set_determinism,
     steps_per_epoch,
@@ -140,6 +141,7 @@ class Trainer:
         atomic_write_yaml(self.run_dir / "config.yaml", to_dict(cfg))
         env = environment_info(device)
         env["data_source"] = self.data_source
+        env["amp"] = resolve_amp(cfg.train.amp, device)  # what train.amp=auto chose on this machine
         atomic_write_json(self.run_dir / "env.json", env)
         self.metrics = MetricsWriter(self.run_dir, tensorboard=cfg.tensorboard)
         self.metrics.start(last_step=self.step, last_epoch=self.epoch)
@@ -387,7 +389,8 @@ class Trainer:
         cfg = self.cfg
         return {
             "run": self.run_dir.name, "status": self.status, "model": cfg.model.name,
-            "params": self.params, "macs": self.macs, "device": str(self.device), "data_source": self.data_source,
+            "params": self.params, "macs": self.macs, "device": str(self.device),
+            "amp": resolve_amp(cfg.train.amp, self.device), "data_source": self.data_source,
             "train_images": len(self.train_x), "val_images": len(self.val_x), "test_images": len(self.test_x),
             "epochs_planned": self.epochs, "max_steps": cfg.train.max_steps, "epochs_run": self.epoch,
             "steps": self.step, "train_time_s": self.train_seconds,

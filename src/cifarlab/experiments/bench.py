@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cifarlab.config import load_config
 from cifarlab.data import CIFAR10_MEAN, CIFAR10_STD, CifarArrays
+from cifarlab.engine.build import resolve_amp
 from cifarlab.engine.environment import environment_info
 from cifarlab.io import atomic_write_json
 from cifarlab.models import count_macs
@@ -85,24 +86,25 @@ class ModelBench:
     model: str
     batch: int
     macs: int
+    amp: str  # the precision of bare and engine: "off" (fp32) or "bf16" (autocast)
     bare: float  # images/s
     engine: float
-    conventional: float
+    conventional: float  # fp32, NCHW: the reports' pipeline
     epoch_fixed_ms: float = 0.0  # engine cost per epoch outside the step loop (shuffle, steps.csv)
     overhead: float = 0.0  # median over rounds of engine step time / bare step time - 1
 
     def row(self) -> dict[str, Any]:
         flops = 6 * self.macs  # per image and step: forward (2 MACs) + backward (2 x 2 MACs)
-        return {"model": self.model, "batch": self.batch, "macs": self.macs, "bare_img_s": self.bare,
-                "engine_img_s": self.engine, "conventional_img_s": self.conventional,
+        return {"model": self.model, "batch": self.batch, "macs": self.macs, "amp": self.amp,
+                "bare_img_s": self.bare, "engine_img_s": self.engine, "conventional_img_s": self.conventional,
                 "engine_overhead_pct": 100 * self.overhead,
                 "engine_vs_conventional": self.engine / self.conventional,
                 "engine_gflops": flops * self.engine / 1e9, "engine_epoch_fixed_ms": self.epoch_fixed_ms}
 
 
-def bench_config(preset: str, batch: int, steps: int) -> Any:
+def bench_config(preset: str, batch: int, steps: int, amp: str = "off") -> Any:
     """The engine's run: ``preset``'s recipe on exactly steps x batch training images, one epoch = the timed steps."""
-    return load_config(preset, overrides=[
+    return load_config(preset, overrides=[f"train.amp={amp}",
         f"train.batch_size={batch}", "train.epochs=1", "data.val_size=0", f"data.subset={steps * batch}",
         "train.log_every=1000000", "data.test_subset=100", "train.device=cpu",
         # A one-epoch run cannot warm up for 2.3 epochs; the schedule costs one multiply per step whatever it is.
@@ -145,64 +147,89 @@ class ConventionalStep:
         return seconds
 
 
+class EngineBench:
+    """One precision of one model: its Trainer's real epoch and the bare step it is compared with."""
+
+    def __init__(self, cfg: Any, tmp: Path, data: CifarArrays) -> None:
+        from cifarlab.engine.trainer import Trainer
+
+        self.trainer = t = Trainer(cfg, tmp / f"run-{cfg.train.amp}", data=data, progress=False)
+        t.setup()
+        self.x = t.augment.train(t.train_x[: cfg.train.batch_size], torch.Generator().manual_seed(0))
+        self.y = t.train_y[: cfg.train.batch_size]
+        self.times: dict[str, list[float]] = {"bare": [], "engine": []}
+        self.epoch_fixed = math.inf
+
+    def bare(self) -> None:  # the compute floor: same model, optimiser, loss and precision on one pre-made batch
+        t = self.trainer
+        with t.autocast():
+            loss = t.loss_fn(t.model(self.x), self.y)
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t.optimizer.step()
+
+    def round(self, r: int, steps: int) -> None:
+        self.times["bare"].append(time_per_step(self.bare, steps))
+        t0 = time.perf_counter()
+        row = self.trainer.train_epoch(r)
+        # Per step: the epoch's step loop (row["seconds"]); the rest of the call (shuffle, writing
+        # steps.csv) is a per-epoch cost, reported apart: a real epoch has hundreds of steps, not a few.
+        self.times["engine"].append(row["seconds"] / self.trainer.steps_per_epoch)
+        self.epoch_fixed = min(self.epoch_fixed, time.perf_counter() - t0 - row["seconds"])
+
+
 def bench_model(name: str, preset: str, batch: int, data: CifarArrays, steps: int, rounds: int, workers: int,
-                log: Log) -> ModelBench:
-    from cifarlab.engine.trainer import Trainer
-
-    cfg = bench_config(preset, batch, steps)
+                log: Log, precisions: tuple[str, ...] = ("off", "bf16")) -> list[ModelBench]:
+    """Rounds interleave every precision's bare and engine steps and the conventional pipeline's."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp) / "run", data=data, progress=False)
-        trainer.setup()
-        model, loss_fn = trainer.model, trainer.loss_fn
-        x_fixed = trainer.augment.train(trainer.train_x[:batch], torch.Generator().manual_seed(0))
-        y_fixed = trainer.train_y[:batch]
-
-        def bare() -> None:  # the compute floor: same model, optimiser and loss on one pre-made batch
-            loss = loss_fn(model(x_fixed), y_fixed)
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            trainer.optimizer.step()
-
+        benches = {amp: EngineBench(bench_config(preset, batch, steps, amp), Path(tmp), data) for amp in precisions}
         conventional = ConventionalStep(preset, batch, data, workers)
-        times: dict[str, list[float]] = {"bare": [], "engine": [], "conventional": []}
-        epoch_fixed = math.inf
+        conv_times = []
         for r in range(rounds):
-            times["bare"].append(time_per_step(bare, steps))
-            t0 = time.perf_counter()
-            row = trainer.train_epoch(r)
-            # Per step: the epoch's step loop (row["seconds"]); the rest of the call (shuffle, writing
-            # steps.csv) is a per-epoch cost, reported apart: a real epoch has hundreds of steps, not a few.
-            times["engine"].append(row["seconds"] / trainer.steps_per_epoch)
-            epoch_fixed = min(epoch_fixed, time.perf_counter() - t0 - row["seconds"])
-            times["conventional"].append(conventional.timed(steps))
+            for bench in benches.values():
+                bench.round(r, steps)
+            conv_times.append(conventional.timed(steps))
         macs = count_macs(conventional.net)
-    best = {k: min(v) for k, v in times.items()}
-    # The overhead is a small difference of two noisy numbers: take it per round (both timed back to back,
-    # under the same load) and keep the median, rather than a ratio of two bests from different rounds.
-    overhead = statistics.median(e / b - 1 for e, b in zip(times["engine"], times["bare"]))
-    result = ModelBench(name, batch, macs, *(batch / best[k] for k in ("bare", "engine", "conventional")),
-                        epoch_fixed_ms=1000 * epoch_fixed, overhead=overhead)
-    r = result.row()
-    log(f"  {name:<10} batch {batch:>4}: bare {r['bare_img_s']:7.0f} img/s | engine {r['engine_img_s']:7.0f} img/s "
-        f"(overhead {r['engine_overhead_pct']:+.1f} %) | conventional {r['conventional_img_s']:7.0f} img/s | "
-        f"engine/conventional {r['engine_vs_conventional']:.2f}x | {r['engine_gflops']:.1f} GFLOP/s | "
-        f"per-epoch cost {r['engine_epoch_fixed_ms']:.0f} ms")
-    return result
+    results = []
+    for amp, b in benches.items():
+        best = {k: min(v) for k, v in b.times.items()}
+        # The overhead is a small difference of two noisy numbers: take it per round (both timed back to back,
+        # under the same load) and keep the median, rather than a ratio of two bests from different rounds.
+        overhead = statistics.median(e / x - 1 for e, x in zip(b.times["engine"], b.times["bare"]))
+        results.append(ModelBench(name, batch, macs, amp, batch / best["bare"], batch / best["engine"],
+                                  batch / min(conv_times), epoch_fixed_ms=1000 * b.epoch_fixed, overhead=overhead))
+        r = results[-1].row()
+        log(f"  {name:<10} batch {batch:>4} {PRECISION_NAMES[amp]}: bare {r['bare_img_s']:7.0f} img/s | engine "
+            f"{r['engine_img_s']:7.0f} img/s (overhead {r['engine_overhead_pct']:+.1f} %) | conventional (fp32) "
+            f"{r['conventional_img_s']:7.0f} img/s | engine/conventional {r['engine_vs_conventional']:.2f}x | "
+            f"{r['engine_gflops']:.1f} GFLOP/s | per-epoch cost {r['engine_epoch_fixed_ms']:.0f} ms")
+    if len(results) == 2:
+        log(f"  {name:<10} bf16 / fp32 engine throughput: {results[1].engine / results[0].engine:.2f}x")
+    return results
+
+
+PRECISION_NAMES = {"off": "fp32", "bf16": "bf16"}
 
 
 def roofline(log: Log, repeats: int = 5) -> dict[str, float]:
-    """Measured fp32 peaks of this machine: a large 3x3 convolution (forward) and a large matrix product."""
+    """Measured peaks of this machine, fp32 and bf16 (autocast): a large 3x3 convolution (forward) and a large
+    matrix product, rounds interleaved."""
     x = torch.randn(64, 256, 16, 16).contiguous(memory_format=torch.channels_last)
     conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    times: dict[str, list[float]] = {k: [] for k in ("conv", "matmul", "conv_bf16", "matmul_bf16")}
     with torch.no_grad():
-        t_conv = min(time_per_step(lambda: conv(x), 1) for _ in range(repeats))
-        t_mm = min(time_per_step(lambda: a @ b, 1) for _ in range(repeats))
-    conv_gflops = 2 * 64 * 256 * 256 * 9 * 16 * 16 / t_conv / 1e9
-    mm_gflops = 2 * 2048**3 / t_mm / 1e9
-    log(f"  roofline: 3x3 conv 256->256 @16x16 batch 64: {conv_gflops:.1f} GFLOP/s; 2048^2 matmul: "
-        f"{mm_gflops:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
-    return {"conv_gflops": conv_gflops, "matmul_gflops": mm_gflops, "threads": torch.get_num_threads()}
+        for _ in range(repeats):
+            for suffix, dtype in (("", None), ("_bf16", torch.bfloat16)):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+                    times["conv" + suffix].append(time_per_step(lambda: conv(x), 1))
+                    times["matmul" + suffix].append(time_per_step(lambda: a @ b, 1))
+    conv_flop, mm_flop = 2 * 64 * 256 * 256 * 9 * 16 * 16, 2 * 2048**3
+    out = {f"{k}_gflops": (conv_flop if k.startswith("conv") else mm_flop) / min(v) / 1e9 for k, v in times.items()}
+    log(f"  roofline ({torch.get_num_threads()} threads): 3x3 conv 256->256 @16x16 batch 64: fp32 "
+        f"{out['conv_gflops']:.1f}, bf16 {out['conv_bf16_gflops']:.1f} GFLOP/s; 2048^2 matmul: fp32 "
+        f"{out['matmul_gflops']:.1f}, bf16 {out['matmul_bf16_gflops']:.1f} GFLOP/s")
+    return {**out, "threads": torch.get_num_threads()}
 
 
 def time_to_accuracy(recipe: str, seeds: list[int], data: CifarArrays, out: Path, log: Log,
@@ -243,13 +270,19 @@ def run_bench(data: CifarArrays, out: Path, models: list[str], steps: int = 5, r
                               "rounds": rounds, "workers": workers}
     log(f"cifarlab bench: torch {torch.__version__}, {torch.get_num_threads()} threads; best of {rounds} "
         f"interleaved rounds of {steps} steps; conventional pipeline with {workers} DataLoader workers")
+    auto = resolve_amp("auto", torch.device("cpu"))
+    report["auto_amp"] = auto
+    log(f"  CPU flags: {' '.join(report['environment']['cpu_flags']) or 'unknown'}; train.amp=auto picks "
+        f"{PRECISION_NAMES[auto]} here ({'bf16 in hardware' if auto == 'bf16' else 'no bf16 in hardware'})")
     report["roofline"] = roofline(log)
     report["models"] = []
     for name in models:
         preset, batch = DEFAULT_MODELS[name]
-        row = bench_model(name, preset, batch, data, steps, rounds, workers, log).row()
-        row["pct_of_conv_peak"] = 100 * row["engine_gflops"] / report["roofline"]["conv_gflops"]
-        report["models"].append(row)
+        for result in bench_model(name, preset, batch, data, steps, rounds, workers, log):
+            row = result.row()
+            peak = report["roofline"]["conv_bf16_gflops" if result.amp == "bf16" else "conv_gflops"]
+            row["pct_of_conv_peak"] = 100 * row["engine_gflops"] / peak
+            report["models"].append(row)
         atomic_write_json(out / "bench.json", report)
     if recipe:
         report["time_to_accuracy"] = time_to_accuracy(recipe, seeds or [0], data, out / "runs", log,
@@ -261,10 +294,12 @@ def run_bench(data: CifarArrays, out: Path, models: list[str], steps: int = 5, r
 
 def format_table(report: dict[str, Any]) -> str:
     """The models' rows as a Markdown table (for docs/benchmarks.md)."""
-    lines = ["| model | batch | bare img/s | engine img/s | overhead | conventional img/s | engine / conventional "
-             "| GFLOP/s (of conv peak) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| model | batch | precision | bare img/s | engine img/s | overhead | conventional img/s (fp32) "
+             "| engine / conventional | GFLOP/s (of that precision's conv peak) |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["models"]:
-        lines.append(f"| {r['model']} | {r['batch']} | {r['bare_img_s']:.0f} | {r['engine_img_s']:.0f} | "
+        lines.append(f"| {r['model']} | {r['batch']} | {PRECISION_NAMES[r['amp']]} | {r['bare_img_s']:.0f} | "
+                     f"{r['engine_img_s']:.0f} | "
                      f"{r['engine_overhead_pct']:+.1f} % | {r['conventional_img_s']:.0f} | "
                      f"{r['engine_vs_conventional']:.2f}x | {r['engine_gflops']:.1f} ({r['pct_of_conv_peak']:.0f} %) |")
     return "\n".join(lines)
