@@ -156,7 +156,7 @@ class OptimConfig:
         _need(0 < self.lookahead_alpha <= 1, "optim.lookahead_alpha", self.lookahead_alpha, "0 < alpha <= 1")
         self.check_applicable()
         _need(not (self.nesterov and self.momentum == 0), "optim.nesterov", self.nesterov,
-              "false unless optim.name is sgd or scratch_sgd with momentum > 0")
+              "false unless optim.name is sgd, scratch_sgd or muon with momentum > 0")
 
     def check_applicable(self) -> None:
         """Each setting specific to other optimizers (their registry keys) must keep its default."""

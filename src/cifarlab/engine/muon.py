@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cifarlab.engine.scratch_optim import ScratchSGD
+
 # The quintic Newton-Schulz coefficients of Muon (maximal slope at zero; see torch.optim.Muon's docs).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
@@ -40,15 +42,18 @@ def orthogonalise(g: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
     return (x.T if tall else x).to(g.dtype)
 
 
-class MuonSGD(torch.optim.Optimizer):
-    """One optimizer, two update rules by group: ``muon=True`` groups get Muon, the others Nesterov SGD (torch's
-    recurrence, dampening 0). One object keeps the LR schedule, Lookahead and checkpoints as for any optimizer."""
+class MuonSGD(ScratchSGD):
+    """One optimizer, two update rules by group: ``muon=True`` groups get Muon, the others ScratchSGD's Nesterov SGD
+    (torch's recurrence, dampening 0). One object keeps the LR schedule, Lookahead and checkpoints as for any
+    optimizer."""
 
     def __init__(self, groups: list[dict[str, Any]], lr: float, momentum: float, nesterov: bool,
                  muon_momentum: float, ns_steps: int, renormalise: bool = True) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": 0.0, "muon": False,
-                    "muon_momentum": muon_momentum, "ns_steps": ns_steps, "renormalise": renormalise}
-        super().__init__(groups, defaults)
+        super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+        for group in self.param_groups:
+            for key, value in (("muon", False), ("muon_momentum", muon_momentum), ("ns_steps", ns_steps),
+                               ("renormalise", renormalise)):
+                group.setdefault(key, value)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -59,20 +64,8 @@ class MuonSGD(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    (self._muon_step if group["muon"] else self._sgd_step)(p, group)
+                    (self._muon_step if group["muon"] else self.sgd_update)(p, group)
         return loss
-
-    def _sgd_step(self, p: Tensor, group: dict[str, Any]) -> None:
-        g = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
-        m = group["momentum"]
-        if m:
-            buf = self.state[p].get("momentum_buffer")
-            if buf is None:  # torch's SGD: the first buffer is the gradient itself
-                buf = self.state[p]["momentum_buffer"] = g.detach().clone()
-            else:
-                buf.mul_(m).add_(g)
-            g = g.add(buf, alpha=m) if group["nesterov"] else buf
-        p.add_(g, alpha=-group["lr"])
 
     def _muon_step(self, p: Tensor, group: dict[str, Any]) -> None:
         g, m = p.grad, group["muon_momentum"]

@@ -56,26 +56,28 @@ class ScratchSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, mu, damp = group["lr"], group["momentum"], group["dampening"]
-            nesterov, wd = group["nesterov"], group["weight_decay"]
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad
-                if wd != 0:
-                    d = d + wd * p
-                if mu != 0:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        # First step: the buffer is the gradient itself (no dampening), as torch does.
-                        buf = d.clone()
-                        state["momentum_buffer"] = buf
-                    else:
-                        buf.mul_(mu).add_(d * (1 - damp))
-                    d = d + mu * buf if nesterov else buf
-                p.sub_(lr * d)
+                if p.grad is not None:
+                    self.sgd_update(p, group)
         return loss
+
+    def sgd_update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        """One parameter's update by the recurrence above (also MuonSGD's rule for its non-filter groups)."""
+        lr, mu, damp = group["lr"], group["momentum"], group["dampening"]
+        d = p.grad
+        if group["weight_decay"] != 0:
+            d = d + group["weight_decay"] * p
+        if mu != 0:
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                # First step: the buffer is the gradient itself (no dampening), as torch does.
+                buf = d.clone()
+                state["momentum_buffer"] = buf
+            else:
+                buf.mul_(mu).add_(d * (1 - damp))
+            d = d + mu * buf if group["nesterov"] else buf
+        p.sub_(lr * d)
 
 
 class Signum(torch.optim.Optimizer):
