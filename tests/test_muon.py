@@ -32,7 +32,7 @@ def test_muon_step_matches_torch_muon_on_a_matrix():
     torch.manual_seed(0)
     w0 = torch.randn(32, 64)
     ours, ref = nn.Parameter(w0.clone()), nn.Parameter(w0.clone())
-    opt = MuonSGD([{"params": [ours], "muon": True}], lr=0.05, momentum=0.0, nesterov=True, muon_momentum=0.6,
+    opt = MuonSGD([{"params": [ours], "muon": True}], lr=0.05, momentum=0.85, nesterov=True, muon_momentum=0.6,
                   ns_steps=3, renormalise=False)
     # torch's Muon: EMA momentum (a rescaled sum: the same direction), no decay, LR unadjusted for a wide matrix
     torch_opt = torch.optim.Muon([ref], lr=0.05, weight_decay=0.0, momentum=0.6, nesterov=True, ns_steps=3)
@@ -68,7 +68,7 @@ def test_filters_are_renormalised_to_sqrt_out():
     conv = nn.Conv2d(8, 16, 3, bias=False)
     with torch.no_grad():
         conv.weight.mul_(7.0)
-    opt = MuonSGD([{"params": [conv.weight], "muon": True}], lr=1e-12, momentum=0.0, nesterov=True,
+    opt = MuonSGD([{"params": [conv.weight], "muon": True}], lr=1e-12, momentum=0.85, nesterov=True,
                   muon_momentum=0.6, ns_steps=3)
     conv.weight.grad = torch.randn_like(conv.weight)
     opt.step()

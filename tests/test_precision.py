@@ -77,7 +77,7 @@ def test_bf16_run_learns_and_records_its_precision(tmp_path) -> None:
 
 
 def test_env_json_names_the_cpu_flags(tmp_path) -> None:
-    train(cfg_with("train.epochs=1"), tmp_path / "r", data=synthetic_cifar(300, 100), progress=False)
+    train(cfg_with("train.epochs=1", "train.amp=auto"), tmp_path / "r", data=synthetic_cifar(300, 100), progress=False)
     env = json.loads((tmp_path / "r" / "env.json").read_text())
     assert env["cpu_flags"] == environment.cpu_flags()
     assert env["amp"] == resolve_amp("auto", CPU)
