@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.config import OptimConfig, build_section, load_config, merge_layer
+from cifarlab.config import (
+    LOSS_KEYS,
+    OPTIMIZER_KEYS,
+    SCHEDULE_KEYS,
+    OptimConfig,
+    build_section,
+    load_config,
+    merge_layer,
+)
 from cifarlab.engine.losses import LOSSES, build_loss, list_losses
 from cifarlab.engine.optim import OPTIMIZERS, build_optimizer, list_optimizers
 from cifarlab.engine.schedules import SCHEDULES, LRSchedule, list_schedules
@@ -109,8 +117,20 @@ def test_every_optimizer_builds_and_steps(name):
     assert not torch.equal(before, model.weight)
 
 
-def test_adding_an_optimizer_is_one_entry(monkeypatch):
+def test_registries_agree_with_the_schema_declarations():
+    for registry, declared in ((OPTIMIZERS, OPTIMIZER_KEYS), (LOSSES, LOSS_KEYS), (SCHEDULES, SCHEDULE_KEYS)):
+        assert registry.undeclared() == [] and registry.names() == list(declared), registry.kind
+        assert all(registry.entry(n).keys == keys for n, keys in declared.items()), registry.kind
+    with pytest.raises(ValueError, match=r"optimizer 'nadam' with keys \(\) is not declared so in cifarlab.config"):
+        OPTIMIZERS.register("nadam")(lambda groups, cfg: None)
+    with pytest.raises(ValueError, match=r"optimizer 'sgd' with keys \('momentum',\) is not declared so"):
+        Registry("optimizer", declared=OPTIMIZER_KEYS).register("sgd", keys=("momentum",))(lambda g, c: None)
+    assert Registry("optimizer", declared=OPTIMIZER_KEYS).undeclared() == list(OPTIMIZER_KEYS)
+
+
+def test_adding_an_optimizer_is_one_declaration_and_one_entry(monkeypatch):
     monkeypatch.setattr(OPTIMIZERS, "_entries", dict(OPTIMIZERS._entries))
+    monkeypatch.setitem(OPTIMIZER_KEYS, "plain_sgd", ())
     OPTIMIZERS.register("plain_sgd", "SGD without momentum")(
         lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, weight_decay=cfg.weight_decay))
     cfg = load_config(overrides=["optim.name=plain_sgd", "optim.lr=0.3"]).optim

@@ -8,10 +8,11 @@ Every layer is validated against the dataclasses below: unknown keys, wrong type
 one ``ConfigError`` that names the key, the value and what is expected. Each section checks its own values
 (``OptimConfig.check`` ...); ``validate`` adds the checks that span sections.
 
-Component names (``loss.name``, ``optim.name``, ``sched.name``) are plain strings checked against the registries
-next to the code (``engine/losses.py``, ``engine/optim.py``, ``engine/schedules.py``). This module stays at the
-bottom layer and never imports torch at import time: the checks import those registries lazily, so torch is
-loaded by the first validation (which every command that builds a config needs anyway), not by ``--help``.
+Component names (``loss.name``, ``optim.name``, ``sched.name``) and the section keys specific to each are
+declared here (``LOSS_KEYS``, ``OPTIMIZER_KEYS``, ``SCHEDULE_KEYS``), so this bottom-layer module checks them
+without importing the engine (or torch). The registries next to the code (``engine/losses.py``, ``engine/optim.py``,
+``engine/schedules.py``) are built against these declarations: registering an undeclared name, or other keys,
+fails at import, and tests/test_registries.py checks that every declared name is registered.
 
 Optimizer-specific settings follow the optimizer (``merge_layer``): a layer (the preset, one ``-c`` file, or all
 dotted overrides together) that sets ``optim.name`` to another optimizer resets the settings of the layers below
@@ -84,6 +85,32 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of the model (width_mult, activation...)
 
 
+# name -> the keys of its section specific to it (see the module docstring); registration order = listing order.
+LOSS_KEYS: dict[str, tuple[str, ...]] = {
+    "cross_entropy": (), "label_smoothing": (), "nll": (), "focal": ("focal_gamma", "focal_alpha"),
+    "mse": ("mse_on",), "bce": (), "multilabel_soft_margin": (),
+}
+OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum", "nesterov"), "adam": ("betas", "eps"), "adamw": ("betas", "eps"),
+    "rmsprop": ("alpha", "eps"), "adagrad": ("eps",), "adadelta": ("rho", "eps"),
+    "scratch_sgd": ("momentum", "nesterov"), "signum": ("momentum",),
+    "muon": ("momentum", "nesterov", "muon_momentum", "muon_ns_steps", "head_lr_mult"),
+}
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
+    "constant": (), "step": ("step_size", "gamma"), "multistep": ("milestones", "gamma"),
+    "exponential": ("gamma",), "plateau": ("plateau_factor", "plateau_patience", "plateau_threshold", "min_lr"),
+    "cosine": ("min_lr",), "warmup_cosine": ("min_lr", "warmup_epochs"),
+    "warmup_linear": ("min_lr", "warmup_epochs"), "linear": ("min_lr", "warmup_epochs"),
+    "cosine_restarts": ("t_0", "t_mult", "min_lr"), "onecycle": ("pct_start",),
+}
+
+
+def _declared(key: str, name: object, declared: dict[str, tuple[str, ...]]) -> None:
+    if not (isinstance(name, str) and name in declared):
+        choices = ", ".join(repr(n) for n in declared)
+        raise ConfigError(f"config key '{key}': got {name!r} ({type(name).__name__}), expected one of {choices}")
+
+
 @dataclass
 class LossConfig:
     # Every loss takes int64 class indices or float (B, 10) probability rows (mixup/cutmix); see docs/strategies.md.
@@ -94,9 +121,7 @@ class LossConfig:
     mse_on: Literal["logits", "softmax"] = "softmax"  # mse: squared error of logits or of softmax vs one-hot
 
     def check(self) -> None:
-        from cifarlab.engine.losses import LOSSES  # lazy (imports torch), see the module docstring
-
-        LOSSES.entry(self.name)
+        _declared("loss.name", self.name, LOSS_KEYS)
         ls, alpha = self.label_smoothing, self.focal_alpha
         _need(0 <= ls < 1, "loss.label_smoothing", ls, "0 <= x < 1")
         _need(self.name != "label_smoothing" or ls > 0, "loss.label_smoothing", ls,
@@ -135,9 +160,7 @@ class OptimConfig:
     head_lr_mult: float = 1.0  # muon: LR multiplier of the 2-D (Linear) weights, which take SGD steps
 
     def check(self) -> None:
-        from cifarlab.engine.optim import OPTIMIZERS  # lazy (imports torch), see the module docstring
-
-        OPTIMIZERS.entry(self.name)
+        _declared("optim.name", self.name, OPTIMIZER_KEYS)
         _need(self.lr > 0, "optim.lr", self.lr, "a learning rate > 0")
         _need(0 <= self.momentum < 1, "optim.momentum", self.momentum, "0 <= momentum < 1")
         _need(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
@@ -187,9 +210,7 @@ class SchedulerConfig:
     plateau_threshold: float = 1e-4  # plateau: improvement means val_loss < best * (1 - threshold)
 
     def check(self) -> None:
-        from cifarlab.engine.schedules import SCHEDULES  # lazy, see the module docstring
-
-        SCHEDULES.entry(self.name)
+        _declared("sched.name", self.name, SCHEDULE_KEYS)
         m = self.milestones
         _need(self.warmup_epochs >= 0, "sched.warmup_epochs", self.warmup_epochs, ">= 0")
         _need(self.step_size >= 1, "sched.step_size", self.step_size, ">= 1")
@@ -301,12 +322,10 @@ def _or(names: list[str]) -> str:
 
 def optimizer_key_owners() -> dict[str, list[str]]:
     """``optim.*`` key -> the optimizers it is specific to, in registry order (nesterov: sgd, scratch_sgd)."""
-    from cifarlab.engine.optim import OPTIMIZERS  # lazy (imports torch), see the module docstring
-
     owners: dict[str, list[str]] = {}
-    for entry in OPTIMIZERS:
-        for key in entry.keys:
-            owners.setdefault(key, []).append(entry.name)
+    for name, keys in OPTIMIZER_KEYS.items():
+        for key in keys:
+            owners.setdefault(key, []).append(name)
     return owners
 
 

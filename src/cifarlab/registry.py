@@ -9,7 +9,7 @@ This module imports nothing heavy: the registries themselves live next to their 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -31,8 +31,10 @@ class Registry(Generic[T]):
     """Entries in registration order. ``config_key`` (e.g. ``"optim.name"``) makes unknown names a config error
     in the schema's style; without it the error reads ``unknown <kind> 'x'; valid <kind>s: ...`` (sorted)."""
 
-    def __init__(self, kind: str, config_key: str | None = None, entry_cls: type[Entry] = Entry) -> None:
+    def __init__(self, kind: str, config_key: str | None = None, entry_cls: type[Entry] = Entry,
+                 declared: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.kind, self.config_key, self.entry_cls = kind, config_key, entry_cls
+        self.declared = declared  # name -> keys, declared in the config schema: registering must agree
         self._entries: dict[str, Entry[T]] = {}
 
     def register(
@@ -44,11 +46,18 @@ class Registry(Generic[T]):
             key = name or getattr(obj, "__name__", "")
             if key in self._entries:
                 raise ValueError(f"{self.kind} '{key}' registered twice")
+            if self.declared is not None and self.declared.get(key) != tuple(keys):
+                raise ValueError(f"{self.kind} '{key}' with keys {tuple(keys)} is not declared so in cifarlab.config "
+                                 f"(declared: {self.declared.get(key)})")
             doc = description or (inspect.getdoc(obj) or "").split("\n")[0]
             self._entries[key] = self.entry_cls(key, obj, doc, tuple(keys), frozenset(tags))
             return obj
 
         return wrap
+
+    def undeclared(self) -> list[str]:
+        """Declared names that nothing registered (an empty list when the registry and the schema agree)."""
+        return [n for n in (self.declared or {}) if n not in self._entries]
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.config import LossConfig
+from cifarlab.config import LOSS_KEYS, LossConfig
 from cifarlab.registry import Registry
 
 # One entry per loss: ``fn(loss_module, fp32 logits, target) -> scalar`` and the ``loss.*`` keys specific to it
 # (loss.label_smoothing applies to every loss).
 LOSSES: Registry[Callable[[StrategyLoss, torch.Tensor, torch.Tensor], torch.Tensor]] = Registry(
-    "loss", config_key="loss.name")
+    "loss", config_key="loss.name", declared=LOSS_KEYS)
 
 
 def list_losses() -> list[str]:

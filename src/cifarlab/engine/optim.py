@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarlab.config import OptimConfig
+from cifarlab.config import OPTIMIZER_KEYS, OptimConfig
 from cifarlab.engine.muon import MuonSGD, muon_groups
 from cifarlab.engine.scratch_optim import ScratchSGD, Signum
 from cifarlab.registry import Registry
@@ -63,7 +63,7 @@ OptimBuilder = Callable[[list[dict[str, Any]], OptimConfig], torch.optim.Optimiz
 # One entry per optimizer: ``build(groups, cfg)`` and the ``optim.*`` keys specific to it. Keys every optimizer
 # uses (lr, weight_decay, grad_clip, l1/l2, groups, Lookahead) are not listed. config.OptimConfig.check refuses
 # a listed key set away from its default while another optimizer is chosen.
-OPTIMIZERS: Registry[OptimBuilder] = Registry("optimizer", config_key="optim.name")
+OPTIMIZERS: Registry[OptimBuilder] = Registry("optimizer", config_key="optim.name", declared=OPTIMIZER_KEYS)
 
 
 def list_optimizers() -> list[str]:

@@ -28,12 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cifarlab.config import SchedulerConfig
+from cifarlab.config import SCHEDULE_KEYS, SchedulerConfig
 from cifarlab.registry import Registry
 
 # One entry per schedule: ``factor(schedule, t)``, the LR multiplier after the warm-up, and the ``sched.*`` keys
 # it reads. Tags: "epoch" (sched.interval auto steps it per epoch), "own_warmup" (no generic linear warm-up).
-SCHEDULES: Registry[Callable[[LRSchedule, float], float]] = Registry("schedule", config_key="sched.name")
+SCHEDULES: Registry[Callable[[LRSchedule, float], float]] = Registry(
+    "schedule", config_key="sched.name", declared=SCHEDULE_KEYS)
 
 
 def list_schedules() -> list[str]:
