@@ -161,11 +161,9 @@ def _make_dirs(folder: Path) -> list[Path]:
         except FileExistsError:
             if d.is_dir():  # made meanwhile by a concurrent download: not ours to remove
                 continue
-            _remove_dirs(created)
-            raise _WriteFailed(f"create folder {d}", "a file is in the way") from None
+            raise _undone(created, f"create folder {d}", "a file is in the way") from None
         except OSError as exc:
-            _remove_dirs(created)
-            raise _WriteFailed(f"create folder {d}", _reason(exc)) from None
+            raise _undone(created, f"create folder {d}", _reason(exc)) from None
         created.append(d)
     return created
 
@@ -177,6 +175,12 @@ def _remove_dirs(created: list[Path]) -> None:
             os.rmdir(d)
         except OSError:
             return
+
+
+def _undone(created: list[Path], what: str, reason: str) -> _WriteFailed:
+    """Remove the folders this attempt made, and the error to raise for ``what`` failing."""
+    _remove_dirs(created)
+    return _WriteFailed(what, reason)
 
 
 def _open_part(dest: Path) -> tuple[list[Path], Path, BinaryIO]:
@@ -191,11 +195,9 @@ def _open_part(dest: Path) -> tuple[list[Path], Path, BinaryIO]:
         except FileNotFoundError:  # a failing concurrent download removed the folder it had just made
             if attempt < 2:
                 continue
-            _remove_dirs(created)
-            raise _WriteFailed(f"create a file in {dest.parent}", "the folder keeps disappearing") from None
+            raise _undone(created, f"create a file in {dest.parent}", "the folder keeps disappearing") from None
         except OSError as exc:
-            _remove_dirs(created)
-            raise _WriteFailed(f"create a file in {dest.parent}", _reason(exc)) from None
+            raise _undone(created, f"create a file in {dest.parent}", _reason(exc)) from None
         return created, part, os.fdopen(fd, "wb")
     raise AssertionError("unreachable")
 

@@ -15,7 +15,6 @@ LR``, which stays fixed while the schedule moves the LR.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,17 +54,8 @@ class MuonSGD(ScratchSGD):
                                ("renormalise", renormalise)):
                 group.setdefault(key, value)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    (self._muon_step if group["muon"] else self.sgd_update)(p, group)
-        return loss
+    def update(self, p: Tensor, group: dict[str, Any]) -> None:
+        (self._muon_step if group["muon"] else self.sgd_update)(p, group)
 
     def _muon_step(self, p: Tensor, group: dict[str, Any]) -> None:
         g, m = p.grad, group["muon_momentum"]

@@ -58,8 +58,12 @@ class ScratchSGD(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    self.sgd_update(p, group)
+                    self.update(p, group)
         return loss
+
+    def update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        """One parameter's step (subclasses choose a rule per group: MuonSGD)."""
+        self.sgd_update(p, group)
 
     def sgd_update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
         """One parameter's update by the recurrence above (also MuonSGD's rule for its non-filter groups)."""

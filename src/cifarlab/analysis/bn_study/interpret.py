@@ -143,28 +143,31 @@ def _band_metrics(runs: list[dict[str, Any]], out: PerSeed) -> None:
 # --- claims -------------------------------------------------------------------------------------------------
 
 # (metric key, claim, metric, expected sign of BN - standard). Keys "lr{x}:..." are expanded per train LR.
+def _claim(key: str, claim: str, metric: str, expected: str = "lower", unit: str = "",
+           better: str | None = None) -> tuple[str, str, Metric, str]:
+    """One row of CLAIMS; the metric's better direction is the expected one unless said otherwise."""
+    return key, claim, Metric(metric, unit, better or expected), expected  # type: ignore[arg-type]
+
+
 CLAIMS: list[tuple[str, str, Metric, str]] = [
-    ("band_width", "BN makes the training loss less sensitive to the learning rate (course band)",
-     Metric("band width (max - min loss over LRs, mean over steps)", "", "lower"), "lower"),
-    ("band_max", "with BN even the worst learning rate trains faster",
-     Metric("band upper edge (worst LR's loss, mean over steps)", "", "lower"), "lower"),
-    ("final_train_loss", "BN trains faster (Fig. 1)", Metric("training loss, last 10 % of steps", "", "lower"),
-     "lower"),
-    ("test_acc", "BN generalises better", Metric("test accuracy (eval mode)", "%", "higher"), "higher"),
-    ("landscape_range", "Fig. 4a: the loss changes less along the gradient with BN",
-     Metric("max - min of L(w - eta g) over eta", "", "lower"), "lower"),
-    ("pred", "Fig. 4b: gradients are more predictive with BN",
-     Metric("||grad L(w - eta g) - g||, mean over eta", "", "lower"), "lower"),
-    ("pred_rel", "Fig. 4b, relative: gradients are more predictive with BN",
-     Metric("||grad L(w - eta g) - g|| / ||g||, mean over eta", "", "lower"), "lower"),
-    ("beta", "Fig. 4c: effective beta-smoothness is smaller with BN",
-     Metric("max over eta of ||dg|| / (eta ||g||)", "", "lower"), "lower"),
-    ("lambda_max", "the loss is smoother with BN: smaller top Hessian eigenvalue (equal steps)",
-     Metric("lambda_max of the batch Hessian", "", "lower"), "lower"),
-    ("lambda_max_matched", "smaller top Hessian eigenvalue with BN at matched training loss",
-     Metric("lambda_max at equal training loss", "", "lower"), "lower"),
-    ("ics_rel", "BN does not reduce internal covariate shift (Def. 2.1; the paper finds it higher or equal)",
-     Metric("||G - G'|| / ||G||", "", "lower"), "higher"),
+    _claim("band_width", "BN makes the training loss less sensitive to the learning rate (course band)",
+           "band width (max - min loss over LRs, mean over steps)"),
+    _claim("band_max", "with BN even the worst learning rate trains faster",
+           "band upper edge (worst LR's loss, mean over steps)"),
+    _claim("final_train_loss", "BN trains faster (Fig. 1)", "training loss, last 10 % of steps"),
+    _claim("test_acc", "BN generalises better", "test accuracy (eval mode)", "higher", unit="%"),
+    _claim("landscape_range", "Fig. 4a: the loss changes less along the gradient with BN",
+           "max - min of L(w - eta g) over eta"),
+    _claim("pred", "Fig. 4b: gradients are more predictive with BN", "||grad L(w - eta g) - g||, mean over eta"),
+    _claim("pred_rel", "Fig. 4b, relative: gradients are more predictive with BN",
+           "||grad L(w - eta g) - g|| / ||g||, mean over eta"),
+    _claim("beta", "Fig. 4c: effective beta-smoothness is smaller with BN", "max over eta of ||dg|| / (eta ||g||)"),
+    _claim("lambda_max", "the loss is smoother with BN: smaller top Hessian eigenvalue (equal steps)",
+           "lambda_max of the batch Hessian"),
+    _claim("lambda_max_matched", "smaller top Hessian eigenvalue with BN at matched training loss",
+           "lambda_max at equal training loss"),
+    _claim("ics_rel", "BN does not reduce internal covariate shift (Def. 2.1; the paper finds it higher or equal)",
+           "||G - G'|| / ||G||", expected="higher", better="lower"),
 ]
 
 
