@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from cifarlab.config import EarlyStoppingConfig
+
 
 class TrainerView(Protocol):
     """What a callback may read (and, for ``status``, set) of the trainer running it."""
@@ -149,6 +151,15 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bad_epochs = int(state["bad_epochs"])
+
+
+def improved(row: dict[str, Any], best: dict[str, Any] | None, es: EarlyStoppingConfig) -> bool:
+    """Whether a validated epoch beats the best so far by ``es.min_delta`` on ``es.monitor``."""
+    if best is None:
+        return True
+    if es.monitor == "val_loss":
+        return row["val_loss"] < best["val_loss"] - es.min_delta
+    return row["val_acc"] > best["val_acc"] + es.min_delta
 
 
 def default_callbacks(early_stopping_patience: int) -> Sequence[Callback]:

@@ -40,6 +40,13 @@ def _fmt(v: Any) -> Any:
     return v
 
 
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """The one line printed per epoch (validation numbers only when the epoch was validated)."""
+    val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if row["val_acc"] == row["val_acc"] else ""
+    return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f} "
+            f"train_acc {row['train_acc']:.4f}{val}  lr {row['lr']:.3g}  {row['seconds']:.1f}s")
+
+
 class MetricsWriter:
     def __init__(self, run_dir: Path, tensorboard: bool = False):
         self.steps_path = run_dir / "steps.csv"

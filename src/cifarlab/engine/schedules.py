@@ -213,16 +213,27 @@ def _sgdr_position(t: float, t_0: float, t_mult: int) -> tuple[float, float]:
     return t - t_0 * (t_mult**n - 1) / (t_mult - 1), t_0 * t_mult**n
 
 
-def plot_lr(run_dir: str | Path) -> Path:
+def plot_lr(run_dir: str | Path, warn: Callable[[str], Any] | None = None) -> Path | None:
     """Write ``<run_dir>/lr.png``: the LR of every optimizer step (from steps.csv) against the step.
 
     Headless (cifarlab.plotting: matplotlib's Agg canvas, no pyplot); imported lazily, as training needs no plots.
+    With ``warn``, a failure is reported through it and None returned: a figure is a convenience, and a finished
+    run is never lost over it.
     """
+    try:
+        return _plot_lr(Path(run_dir))
+    except Exception as exc:
+        if warn is None:
+            raise
+        warn(f"cifarlab: warning: could not write lr.png ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _plot_lr(run_dir: Path) -> Path:
     from cifarlab.engine.metrics import read_csv
     from cifarlab.io import atomic_write_bytes
     from cifarlab.plotting import new_figure, png_bytes
 
-    run_dir = Path(run_dir)
     rows = read_csv(run_dir / "steps.csv")
     fig = new_figure(6, 3.2)
     ax = fig.add_subplot(1, 1, 1)

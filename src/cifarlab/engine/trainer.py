@@ -48,11 +48,11 @@ from cifarlab.engine.build import (
     steps_per_epoch,
     unwrap,
 )
-from cifarlab.engine.callbacks import Callback, CallbackList, StepContext, default_callbacks
+from cifarlab.engine.callbacks import Callback, CallbackList, StepContext, default_callbacks, improved
 from cifarlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cifarlab.engine.environment import environment_info, resolve_device
 from cifarlab.engine.evaluate import EvalResult, averaged_state, evaluate
-from cifarlab.engine.metrics import MetricsWriter
+from cifarlab.engine.metrics import MetricsWriter, epoch_line
 from cifarlab.engine.rundir import (
     RunLock,
     check_same_run,
@@ -312,17 +312,9 @@ class Trainer:
             raise FloatingPointError(f"validation loss became {val.loss} after epoch {row['epoch']}")
         if self.cfg.sched.name == "plateau":
             self.schedule.plateau_step(val.loss)  # sets the LR of the next epoch
-        row["improved"] = self._improved(row)
+        row["improved"] = improved(row, self.best, self.cfg.train.early_stopping)
         if row["improved"]:
             self.best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
-
-    def _improved(self, row: dict[str, Any]) -> bool:
-        es = self.cfg.train.early_stopping
-        if self.best is None:
-            return True
-        if es.monitor == "val_loss":
-            return row["val_loss"] < self.best["val_loss"] - es.min_delta
-        return row["val_acc"] > self.best["val_acc"] + es.min_delta
 
     def _run_epoch(self) -> None:
         epoch, ckpt_dir = self.epoch, self.run_dir / "checkpoints"
@@ -340,7 +332,8 @@ class Trainer:
         # Metrics before the checkpoint: a crash in between re-runs this epoch and cuts the rows back.
         self.metrics.log_epoch(row)
         save_checkpoint(ckpt_dir / "last.pt", self.state_dict())
-        self._print_epoch(row)
+        if self.progress is not False:
+            tqdm.write(epoch_line(row, self.epochs))
         self.callbacks.call("on_checkpoint", self, epoch, row)
 
     def fit(self) -> dict[str, Any]:
@@ -373,16 +366,6 @@ class Trainer:
             self.metrics.close()
             lock.release()
 
-    def _print_epoch(self, row: dict[str, Any]) -> None:
-        if self.progress is False:
-            return
-        val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if row["val_acc"] == row["val_acc"] \
-            else ""
-        tqdm.write(
-            f"epoch {row['epoch']:>3}/{self.epochs}  train_loss {row['train_loss']:.4f} "
-            f"train_acc {row['train_acc']:.4f}{val}  lr {row['lr']:.3g}  {row['seconds']:.1f}s"
-        )
-
     # -- the end: the test set, once ---------------------------------------------------------------------------
 
     def _summary_head(self) -> dict[str, Any]:
@@ -401,7 +384,7 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         summary = self._summary_head()
-        self._plot_lr()
+        plot_lr(self.run_dir, warn=tqdm.write)
         if self.status != "diverged" and self.history:
             last = self.history[-1]
             summary.update(final_train_loss=last["train_loss"], final_train_acc=last["train_acc"],
@@ -451,13 +434,6 @@ class Trainer:
             summary.update(swa_val_loss=val.loss, swa_val_acc=val.acc)
         save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.state_dict())
         return self.swa.module
-
-    def _plot_lr(self) -> None:
-        try:
-            plot_lr(self.run_dir)
-        except Exception as exc:  # a figure is a convenience: never lose a finished run over it
-            tqdm.write(f"cifarlab: warning: could not write lr.png ({type(exc).__name__}: {exc})")
-
 
 def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False, data: CifarArrays | None = None,
           progress: bool | None = None, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
