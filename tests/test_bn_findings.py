@@ -196,3 +196,15 @@ def test_fmt_ci_significant_figures() -> None:
     assert fmt_ci(0.012345, 0.0101, 0.0146) == "0.0123 [0.0101, 0.0146]"
     assert fmt_ci(1234.5, 1000.2, 1468.8) == "1234 [1000, 1469]"
     assert fmt_ci(2.71828, None, None) == "2.72"
+
+
+def test_mean_ci_matches_a_hand_computation() -> None:
+    from cifarlab.stats import mean_ci
+
+    # values 0.93, 0.94, 0.95: mean 0.94, sample std 0.01, t_0.975,2 = 4.302653 -> half width 0.0248414
+    mean, std, low, high, n = mean_ci([0.93, 0.94, 0.95, None, float("nan")])
+    assert n == 3 and mean == pytest.approx(0.94) and std == pytest.approx(0.01)
+    assert (low, high) == (pytest.approx(0.94 - 0.0248414, abs=1e-6), pytest.approx(0.94 + 0.0248414, abs=1e-6))
+    one = mean_ci([0.5])
+    assert one[0] == 0.5 and one[4] == 1 and all(math.isnan(v) for v in one[1:4])
+    assert mean_ci([])[4] == 0

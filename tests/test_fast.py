@@ -276,7 +276,11 @@ def test_time_to_accuracy_reports_each_seed_and_mean_std(tmp_path) -> None:
     assert [r["seed"] for r in result["runs"]] == [0, 1] and all(r["status"] == "completed" for r in result["runs"])
     assert result["test_acc_mean"] == pytest.approx(statistics.mean(accs))
     assert result["test_acc_std"] == pytest.approx(statistics.stdev(accs))
-    assert all(r["train_s"] > 0 and r["wall_s"] >= r["train_s"] for r in result["runs"])
+    assert all(r["train_s"] > 0 and r["wall_s"] >= r["train_tta_s"] > r["train_s"] for r in result["runs"])
+    half = 12.706205 * statistics.stdev(accs) / 2**0.5  # t_0.975 with 1 degree of freedom
+    low, high = result["test_acc_ci95"]
+    assert low == pytest.approx(statistics.mean(accs) - half, abs=1e-6) and high == pytest.approx(
+        statistics.mean(accs) + half, abs=1e-6)
 
 
 def test_lookahead_alpha_ramps_cubically_and_syncs_with_it() -> None:

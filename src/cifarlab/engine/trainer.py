@@ -408,7 +408,9 @@ class Trainer:
         tested, averaged = self.averaged_model(), "ema" if self.ema is not None else None
         if self.swa is not None and self.swa.n_averaged > 0:
             tested, averaged = self._finish_swa(summary), "swa"
+        start = time.perf_counter()
         test = self.evaluate(tested, self.test_x, self.test_y)
+        summary["test_time_s"] = time.perf_counter() - start  # with train_time_s: airbench's "time" (train + TTA)
         summary.update(test_weights=cfg.train.test_weights, averaged=averaged, tta=cfg.train.tta,
                        test_loss=test.loss, test_acc=test.acc,
                        per_class_test_acc=dict(zip(CLASSES, test.per_class_acc)), confusion=test.confusion)

@@ -5,7 +5,7 @@ is ``supported`` only when the 95 % Student-t CI of BN - standard (paired by see
 the claim predicts, ``contradicted`` when it lies entirely on the other side, ``inconclusive`` otherwise and
 always below ``MIN_PAIRS``. Results go to a versioned, validated ``findings.json`` and a Markdown table.
 
-Student-t quantiles are computed here (regularised incomplete beta + bisection): scipy is not a dependency.
+Student-t quantiles come from ``cifarlab.stats`` (no scipy).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cifarlab.io import atomic_write_text
+from cifarlab.stats import betainc, t_cdf, t_quantile
 
 SCHEMA = "cifarlab.bn_study.findings/1"
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
@@ -32,58 +33,6 @@ CONFIDENCE = 0.95
 
 Direction = Literal["lower", "higher"]
 Values = Mapping[Any, float] | Sequence[float]
-
-
-# ---------------------------------------------------------------- Student t
-def _betacf(a: float, b: float, x: float) -> float:
-    # Continued fraction of the incomplete beta function (modified Lentz, Numerical Recipes 6.4).
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` (real, > 0) degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """t with P(T <= t) = p, by bisection on ``t_cdf`` (monotone; 1e-12 relative)."""
-    if not 0.0 < p < 1.0 or df <= 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, 2.0 * hi
-    while hi - lo > 1e-12 * max(1.0, hi):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return 0.5 * (lo + hi)
 
 
 # ---------------------------------------------------------------- one arm
