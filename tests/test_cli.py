@@ -81,7 +81,7 @@ def test_config_command_prints_resolved_values():
     proc = run_cli("config", "--preset", "quick", "optim.lr=0.123")
     assert proc.returncode == 0, proc.stderr
     cfg = load_config("quick", overrides=["optim.lr=0.123"])
-    assert f"lr: {cfg.optim.lr}" in proc.stdout and "name: quick_cnn" in proc.stdout
+    assert f"lr: {cfg.optim.lr}" in proc.stdout and "name: fast_net" in proc.stdout and "- 32" in proc.stdout
 
 
 # -- real data -----------------------------------------------------------------------------------------------

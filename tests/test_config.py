@@ -25,7 +25,7 @@ def test_defaults_validate_and_round_trip():
 def test_layers_preset_file_overrides(tmp_path):
     f = tmp_path / "my.yaml"
     f.write_text("optim:\n  lr: 0.3\ntrain:\n  epochs: 7\nmodel:\n  options: {width_mult: 0.5}\n")
-    cfg = load_config("quick", [f], ["optim.lr=0.01", "model.options.activation=elu", "optim.name=adam",
+    cfg = load_config("quick_cnn", [f], ["optim.lr=0.01", "model.options.activation=elu", "optim.name=adam",
                                      "optim.betas=[0.8, 0.9]"])
     assert cfg.model.name == "quick_cnn"  # from the preset
     assert cfg.train.epochs == 7  # file beats preset

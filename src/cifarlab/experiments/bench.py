@@ -46,7 +46,7 @@ from cifarlab.stats import mean_ci
 Log = Callable[[str], None]
 
 # Model -> (preset whose recipe it trains with, batch size). The batch sizes are each recipe's own.
-DEFAULT_MODELS: dict[str, tuple[str, int]] = {"quick_cnn": ("quick", 256), "vgg_a": ("vgg_a", 128),
+DEFAULT_MODELS: dict[str, tuple[str, int]] = {"quick_cnn": ("quick_cnn", 256), "vgg_a": ("vgg_a", 128),
                                               "fast_net": ("fast", 1024)}
 
 
