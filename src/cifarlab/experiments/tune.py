@@ -28,6 +28,7 @@ from cifarlab.config import config_from_dict, deep_merge, to_dict
 from cifarlab.engine.callbacks import Callback, TrainerView
 from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.experiments.sweep import dotted_to_nested
+from cifarlab.experiments.tune_outputs import counted, write_tune_outputs
 from cifarlab.experiments.tune_spec import ParamSpec, TuneSpec
 
 Log = Callable[[str], None]
@@ -132,11 +133,6 @@ def requeue_orphans(study: Any, log: Log) -> int:
         log(f"trial {t.number} was interrupted (process {pid} is gone): re-enqueued, its run resumes")
         n += 1
     return n
-
-
-def counted(trial: Any) -> bool:
-    """Whether a trial counts against the budget: not an interrupted (re-enqueued) one, not a surplus ask."""
-    return not trial.user_attrs.get("interrupted") and not trial.user_attrs.get("surplus")
 
 
 def budget_used(study: Any, below: int | None = None) -> int:
@@ -413,7 +409,6 @@ def run_tune(spec: TuneSpec, out_dir: str | Path = "runs/tune", data: Any = None
 
 def _finish_tune(spec: TuneSpec, study: Any, tune_dir: Path, data: Any, data_dir: str | None,
                  progress: bool | None, say: Log, final: bool) -> TuneResult:
-    from cifarlab.experiments.tune_outputs import write_tune_outputs
     from cifarlab.io import atomic_write_json, json_safe
 
     optuna = optuna_module()

@@ -12,10 +12,13 @@ from cifarlab.manifest import figure, table, text, write_manifest
 BASE_FIELDS = ("number", "state", "status", "value", "epochs", "run_dir", "error")
 
 
+def counted(trial: Any) -> bool:
+    """Whether a trial counts against the budget: not an interrupted (re-enqueued) one, not a surplus ask."""
+    return not trial.user_attrs.get("interrupted") and not trial.user_attrs.get("surplus")
+
+
 def trial_rows(study: Any, params: list[str]) -> list[dict[str, Any]]:
     """One row per trial that counts (interrupted and surplus asks are left out), in trial order."""
-    from cifarlab.experiments.tune import counted
-
     rows = []
     for t in study.get_trials(deepcopy=False):
         if not counted(t) or not t.state.is_finished():
