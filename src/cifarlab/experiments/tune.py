@@ -65,8 +65,20 @@ def make_sampler(spec: TuneSpec, worker_index: int = 0) -> Any:
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({k: p.choices for k, p in spec.space.items()}, seed=seed)
+        return _grid_sampler_class()({k: p.choices for k, p in spec.space.items()}, seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, (spec.n_trials or 20) // 4)))
+
+
+def _grid_sampler_class() -> type:
+    """Optuna's GridSampler without its ``study.stop()`` once the grid is done (allowed only inside
+    ``study.optimize``, not in an ask/tell loop); the budget stops the workers instead (n_trials <= grid size)."""
+    grid = optuna_module().samplers.GridSampler
+
+    class AskTellGridSampler(grid):
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return AskTellGridSampler
 
 
 def make_pruner(spec: TuneSpec) -> Any:

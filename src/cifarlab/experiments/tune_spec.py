@@ -25,6 +25,7 @@ The file is read by the project's one builder (``config.build_section``) and che
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -181,6 +182,9 @@ def parse_tune_spec(raw: Any, scale: str | None = None, source: str = "tune file
         base = deep_merge(base, dotted_to_nested(block))
     f.check(source)
     space = _parse_space(f.space, source, f.sampler)
+    if f.sampler == "grid":  # a grid is searched at most once: its size caps the budget
+        size = math.prod(len(p.choices) for p in space.values())
+        f.n_trials = size if f.n_trials is None else min(f.n_trials, size)
     try:
         config_from_dict(deep_merge(base, dotted_to_nested(_probe_values(space))))
     except ConfigError as exc:
