@@ -147,6 +147,22 @@ def requeue_orphans(study: Any, log: Log) -> int:
     return n
 
 
+def enqueue_grid(study: Any, spec: TuneSpec) -> int:
+    """Grid search: every point enqueued once, up front, in a seeded order. Workers then pop waiting trials, which
+    the storage hands out atomically: parallel or distributed workers never run one point twice (Optuna's
+    GridSampler alone picks points per process and can race). How many points were added."""
+    import itertools
+    import random
+
+    keys = list(spec.space)
+    points = [dict(zip(keys, combo)) for combo in itertools.product(*(spec.space[k].choices for k in keys))]
+    random.Random(spec.seed).shuffle(points)
+    before = len(study.get_trials(deepcopy=False))
+    for point in points[: spec.n_trials]:
+        study.enqueue_trial(point, skip_if_exists=True)
+    return len(study.get_trials(deepcopy=False)) - before
+
+
 def budget_used(study: Any, below: int | None = None) -> int:
     """Finished or running trials that count (``below``: only those numbered below it)."""
     optuna = optuna_module()
@@ -275,7 +291,7 @@ class Progress:
 
 def worker(spec: TuneSpec, tune_dir: Path, url: str, data: Any = None, data_dir: str | None = None,
            progress: bool | None = False, log: Log | None = None, deadline: float | None = None,
-           threads: int | None = None, worker_index: int = 0) -> int:
+           threads: int | None = None, worker_index: int = 0, ready: Any = None) -> int:
     """Ask/train/tell until the budget is spent (a trial of a dead worker enqueued: it is taken first); the
     number of trials run here. Any number of workers, on any hosts, may share one study."""
     say = log or (lambda _msg: None)
@@ -290,6 +306,8 @@ def worker(spec: TuneSpec, tune_dir: Path, url: str, data: Any = None, data_dir:
 
         cfg = config_from_dict(spec.base)
         data = load_cifar10(data_dir or cfg.data.dir, download=cfg.data.download, progress=False)
+    if ready is not None:
+        ready.set()  # set up: the driver starts its own worker once every process is ready (a fair start)
     ran = 0
     while deadline is None or time.time() < deadline:
         if spec.n_trials is not None and budget_used(study) >= spec.n_trials:
@@ -306,11 +324,11 @@ def worker(spec: TuneSpec, tune_dir: Path, url: str, data: Any = None, data_dir:
 
 
 def _worker_process(spec: TuneSpec, tune_dir: str, url: str, data: Any, data_dir: str | None,
-                    deadline: float | None, threads: int | None, worker_index: int) -> None:
+                    deadline: float | None, threads: int | None, worker_index: int, ready: Any = None) -> None:
     import sys
 
     worker(spec, Path(tune_dir), url, data, data_dir, False, lambda m: print(m, file=sys.stderr, flush=True),
-           deadline, threads, worker_index)
+           deadline, threads, worker_index, ready)
 
 
 def run_local_workers(spec: TuneSpec, tune_dir: Path, url: str, jobs: int, data: Any, data_dir: str | None,
@@ -319,11 +337,15 @@ def run_local_workers(spec: TuneSpec, tune_dir: Path, url: str, jobs: int, data:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
+    events = [ctx.Event() for _ in range(jobs - 1)]
     procs = [ctx.Process(target=_worker_process, daemon=True,
-                         args=(spec, str(tune_dir), url, data, data_dir, deadline, threads, i + 1))
+                         args=(spec, str(tune_dir), url, data, data_dir, deadline, threads, i + 1, events[i]))
              for i in range(jobs - 1)]
     for p in procs:
         p.start()
+    for p, event in zip(procs, events):
+        while not event.wait(0.5) and p.is_alive():
+            pass
     try:
         worker(spec, tune_dir, url, data, data_dir, progress if jobs == 1 else False, log, deadline, threads)
     finally:
@@ -400,6 +422,8 @@ def run_tune(spec: TuneSpec, out_dir: str | Path = "runs/tune", data: Any = None
     url = storage_url(spec, tune_dir, storage)
     study = open_study(spec, url)
     requeue_orphans(study, say)
+    if spec.sampler == "grid":
+        enqueue_grid(study, spec)
     say(f"tune {spec.name}: study '{spec.name}' in {url}; {budget_used(study)} of {spec.n_trials or '-'} trials "
         f"already run; trials in {tune_dir / 'trials'}")
     deadline = time.time() + spec.timeout if spec.timeout else None

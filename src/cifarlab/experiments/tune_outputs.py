@@ -78,9 +78,11 @@ def _plot_slices(rows: list[dict[str, Any]], params: list[str], objective: str, 
     return png_bytes(fig)
 
 
-def _importances(study: Any) -> dict[str, float]:
+def _importances(study: Any, n_complete: int) -> dict[str, float]:
     import optuna
 
+    if n_complete < 6 or len(study.best_params) < 2:  # below that Optuna can only say "all equal"
+        return {}
     try:
         return dict(optuna.importance.get_param_importances(
             study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()))
@@ -114,7 +116,7 @@ def write_figures(tune_dir: Path, study: Any, rows: list[dict[str, Any]], spec: 
                     "finished trial and the best so far; pruned trials marked x."),
              figure("figures/slices.png", "Slice plots", "The objective of each complete trial against each "
                     "searched parameter.")]
-    imp = _importances(study)
+    imp = _importances(study, sum(r["state"] == "complete" for r in rows))
     if imp:
         atomic_write_bytes(folder / "importance.png", _plot_importances(imp))
         items.append(figure("figures/importance.png", "Parameter importances",
