@@ -21,16 +21,13 @@ tune presets: {presets}
 
 
 def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from cifarlab.commands.flags import add_spec_command
     from cifarlab.experiments.tune_spec import list_tune_presets
 
-    p = subparsers.add_parser(
-        "tune", help="hyper-parameter search on the validation split (Optuna; resumable, parallel), then one test",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=TUNE_EPILOG.format(presets=", ".join(list_tune_presets()) or "none"),
-    )
-    p.add_argument("file", metavar="FILE", help="tune YAML, or a tune preset name")
-    p.add_argument("--out", default="runs/tune", help="parent folder of tune folders [default: runs/tune]")
-    p.add_argument("--scale", help="named block of the file's `scales:` (quick, full) [default: its `scale:`]")
+    p = add_spec_command(subparsers, "tune", "hyper-parameter search on the validation split (Optuna; resumable, "
+                         "parallel), then one test", TUNE_EPILOG.format(presets=", ".join(list_tune_presets()) or
+                                                                         "none"),
+                         "tune YAML, or a tune preset name", "runs/tune", "tune folders")
     p.add_argument("--n-trials", type=int, help="override the file's n_trials")
     p.add_argument("--timeout", type=float, help="override the file's timeout (seconds of search)")
     p.add_argument("--storage", help="SQLAlchemy URL of the study database [default: sqlite TUNE/study.db]")
