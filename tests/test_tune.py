@@ -266,3 +266,12 @@ def test_cli_tune_errors_are_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("cifarlab: error:")]
     assert len(errors) == 1 and "space 'optim.lr'" in errors[0] and "bad.yaml" in errors[0], proc.stderr
     assert read_yaml(bad)["name"] == "bad"
+
+
+def test_a_diverging_trial_is_recorded_and_the_search_goes_on(data, tmp_path):
+    spec = tiny_spec(space={"optim.lr": {"type": "categorical", "choices": [LR_GOOD, 1e8]}},
+                     base={"overrides": [*TINY, "train.epochs=1", "model.options.norm=none"]})
+    result = run_tune(spec, tmp_path, data=data, final=False)
+    rows = {float(r["optim.lr"]): r for r in csv.DictReader((result.tune_dir / "trials.csv").open())}
+    assert rows[1e8]["state"] == "fail" and rows[1e8]["status"] == "diverged" and "nan" in rows[1e8]["error"]
+    assert rows[LR_GOOD]["state"] == "complete" and result.best_params == {"optim.lr": LR_GOOD}
