@@ -57,20 +57,27 @@ def _plot_history(rows: list[dict[str, Any]], objective: str, maximize: bool) ->
     return png_bytes(fig)
 
 
-def _plot_slices(rows: list[dict[str, Any]], params: list[str], objective: str, log_keys: set[str]) -> bytes:
+def _plot_slices(rows: list[dict[str, Any]], space: dict[str, Any], objective: str) -> bytes:
+    from matplotlib.ticker import NullFormatter
+
     from cifarlab.plotting import new_figure, png_bytes
 
     done = [r for r in rows if r["state"] == "complete"]
-    n = len(params)
-    fig = new_figure(3.2 * n, 3.2)
-    for i, key in enumerate(params):
+    n = len(space)
+    fig = new_figure(3.2 * n, 3.6)
+    for i, (key, p) in enumerate(space.items()):
         ax = fig.add_subplot(1, n, i + 1)
         xs = [r[key] for r in done]
-        if any(isinstance(x, str) for x in xs):
-            xs = [str(x) for x in xs]
+        if p.type == "categorical":  # one column per choice, in the file's order
+            ax.set_xticks(range(len(p.choices)), [str(c) for c in p.choices])
+            xs = [p.choices.index(x) if x in p.choices else -1 for x in xs]
+            ax.set_xlim(-0.5, len(p.choices) - 0.5)
         ax.scatter(xs, [r["value"] for r in done], c=[r["number"] for r in done], cmap="viridis", s=22)
-        if key in log_keys:
+        if p.log:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log range overlap
+            ticks = [p.low, math.sqrt(p.low * p.high), p.high]  # the searched range, labelled at both ends
+            ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
         ax.set_xlabel(key)
         ax.set_ylabel(f"{objective} (validation)" if i == 0 else "")
         ax.grid(alpha=0.3)
@@ -104,14 +111,12 @@ def _plot_importances(imp: dict[str, float]) -> bytes:
 
 def write_figures(tune_dir: Path, study: Any, rows: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:
     """PNG files into ``TUNE/figures/``; their manifest items."""
-    params = list(spec.space)
     if not any(r["state"] == "complete" for r in rows):
         return []
     folder = tune_dir / "figures"
     folder.mkdir(exist_ok=True)
-    log_keys = {k for k, p in spec.space.items() if p.log}
     atomic_write_bytes(folder / "history.png", _plot_history(rows, spec.objective, spec.direction == "maximize"))
-    atomic_write_bytes(folder / "slices.png", _plot_slices(rows, params, spec.objective, log_keys))
+    atomic_write_bytes(folder / "slices.png", _plot_slices(rows, spec.space, spec.objective))
     items = [figure("figures/history.png", "Optimisation history", "Final-epoch validation objective of each "
                     "finished trial and the best so far; pruned trials marked x."),
              figure("figures/slices.png", "Slice plots", "The objective of each complete trial against each "
