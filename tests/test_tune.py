@@ -275,3 +275,15 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(data, tmp_path):
     rows = {float(r["optim.lr"]): r for r in csv.DictReader((result.tune_dir / "trials.csv").open())}
     assert rows[1e8]["state"] == "fail" and rows[1e8]["status"] == "diverged" and "nan" in rows[1e8]["error"]
     assert rows[LR_GOOD]["state"] == "complete" and result.best_params == {"optim.lr": LR_GOOD}
+
+
+def test_ray_workers_share_the_study(data, tmp_path):
+    from cifarlab.experiments.executors import ray_available
+
+    if not ray_available():
+        pytest.skip("ray extra not installed")
+    spec = tiny_spec(space={"optim.lr": {"type": "categorical", "choices": [0.01, 0.05, 0.1]}}, n_trials=3)
+    result = run_tune(spec, tmp_path, data=data, final=False, executor="ray", jobs=2, cpus_per_trial=1)
+    rows = list(csv.DictReader((result.tune_dir / "trials.csv").open()))
+    assert sorted(float(r["optim.lr"]) for r in rows) == [0.01, 0.05, 0.1]
+    assert {r["state"] for r in rows} == {"complete"}

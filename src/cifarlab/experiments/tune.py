@@ -356,22 +356,27 @@ def run_local_workers(spec: TuneSpec, tune_dir: Path, url: str, jobs: int, data:
         log(f"warning: {len(bad)} worker process(es) exited with {bad}; their trials are re-enqueued next time")
 
 
+def _ray_worker(spec: TuneSpec, tune_dir: str, url: str, data: Any, data_dir: str | None, deadline: float | None,
+                worker_index: int) -> None:
+    _worker_process(spec, tune_dir, url, data, data_dir, deadline, None, worker_index)  # ray_map set the threads
+
+
 def run_ray_workers(spec: TuneSpec, tune_dir: Path, url: str, jobs: int, address: str | None,
                     cpus_per_trial: float, gpus_per_trial: float, data_dir: str | None, deadline: float | None,
-                    log: Log) -> None:
-    """``jobs`` Ray tasks, each a worker on the shared study (the storage must be reachable from every node: a
-    database URL, or an SQLite file on a shared file system)."""
-    try:
-        import ray
-    except ImportError:
-        raise CifarlabError("--executor ray needs Ray: pip install -e '.[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
-    task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial)(_worker_process)
-    threads = max(1, int(cpus_per_trial))
-    ray.get([task.remote(spec, str(tune_dir.resolve()), url, None, data_dir, deadline, threads, i)
-             for i in range(jobs)])
-    log(f"ray: {jobs} worker task(s) finished")
+                    log: Log, data: Any = None) -> None:
+    """``jobs`` Ray tasks through the sweeps' Ray path (``executors.ray_map``), each a worker on the shared study
+    (the storage must be reachable from every node: a database URL, or an SQLite file on a shared file system).
+    ``data``: in-memory arrays put in Ray's object store once; None: each task loads CIFAR-10 itself."""
+    from cifarlab.experiments.executors import ray_map
+
+    arg = ("shared", "data") if data is not None else None
+    jobs_args = [(i, (spec, str(tune_dir.resolve()), url, arg, data_dir, deadline, i)) for i in range(jobs)]
+
+    def on_result(index: Any, _value: Any, error: str | None) -> None:
+        log(f"ray worker {index}: " + (f"failed ({error}); its trial is re-enqueued next time" if error else "done"))
+
+    ray_map(_ray_worker, jobs_args, on_result, address=address, cpus_per_task=cpus_per_trial,
+            gpus_per_task=gpus_per_trial, shared={"data": data} if data is not None else None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -430,7 +435,7 @@ def run_tune(spec: TuneSpec, out_dir: str | Path = "runs/tune", data: Any = None
     threads = max(1, int(cpus_per_trial)) if jobs > 1 or executor == "ray" else None
     if executor == "ray":
         run_ray_workers(spec, tune_dir, url, jobs, ray_address, cpus_per_trial, gpus_per_trial, data_dir, deadline,
-                        say)
+                        say, data)
     elif executor == "local":
         if data is None:
             from cifarlab.data import load_cifar10
