@@ -287,3 +287,10 @@ def test_ray_workers_share_the_study(data, tmp_path):
     rows = list(csv.DictReader((result.tune_dir / "trials.csv").open()))
     assert sorted(float(r["optim.lr"]) for r in rows) == [0.01, 0.05, 0.1]
     assert {r["state"] for r in rows} == {"complete"}
+
+
+def test_a_spent_timeout_runs_no_trial_and_says_so(data, tmp_path):
+    spec = tiny_spec(n_trials=None, timeout=1e-6)
+    result = run_tune(spec, tmp_path, data=data)
+    assert result.best_trial is None and result.final is None and result.n_trials == 0
+    assert json.loads((result.tune_dir / "tune.json").read_text())["best_trial"] is None

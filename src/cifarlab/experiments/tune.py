@@ -390,7 +390,7 @@ class TuneResult:
     best_value: float | None
     best_params: dict[str, Any]
     final: dict[str, Any] | None  # summary of each final run (first seed), the only test evaluation
-    n_trials: int
+    n_trials: int  # finished trials that count (complete, pruned, failed)
 
 
 def final_retrain(spec: TuneSpec, best: Any, tune_dir: Path, data: Any, progress: bool | None) -> dict[str, Any]:
@@ -465,7 +465,8 @@ def _finish_tune(spec: TuneSpec, study: Any, tune_dir: Path, data: Any, data_dir
             "the test set")
         summary = final_retrain(spec, best, tune_dir, data, progress)
     result = TuneResult(tune_dir, best.number if best else None, best.value if best else None,
-                        dict(best.params) if best else {}, summary, len(study.get_trials(deepcopy=False)))
+                        dict(best.params) if best else {}, summary,
+                        sum(counted(t) and t.state.is_finished() for t in study.get_trials(deepcopy=False)))
     record = {"name": spec.name, "scale": spec.scale, "objective": spec.objective, "direction": spec.direction,
               "best_trial": result.best_trial, "best_value": result.best_value, "best_params": result.best_params,
               "final": {k: (summary or {}).get(k) for k in ("run", "status", "final_val_acc", "test_acc",
