@@ -30,6 +30,7 @@ from cifarlab.commands.train import (
     cmd_eval,
     cmd_train,
 )
+from cifarlab.commands.tune import add_tune_parser, cmd_tune
 
 EXAMPLES = """\
 examples:
@@ -47,6 +48,7 @@ examples:
   cifarlab explain runs/quick-20261123-101500                # filters, Grad-CAM, mistakes, loss surfaces
   cifarlab train --preset fast-cpu                           # the fast recipe at CPU size
   cifarlab bench                                             # throughput vs bare compute / DataLoader; roofline
+  cifarlab tune cnn3 --data-dir ../shared/datasets           # hyper-parameter search on validation (Optuna)
   cifarlab report runs/sweeps --out report.html              # one self-contained HTML report
 """
 
@@ -56,7 +58,8 @@ COMMAND_TABLE: list[tuple[str, Callable[[argparse._SubParsersAction], object], C
     ("models", add_models_parser, cmd_models), ("presets", add_presets_parser, cmd_presets),
     ("sweep", add_sweep_parser, cmd_sweep), ("bn-study", add_bn_study_parser, cmd_bn_study),
     ("explain", add_explain_parser, cmd_explain), ("report", add_report_parser, cmd_report),
-    ("bench", add_bench_parser, cmd_bench), ("config", add_config_parser, cmd_config),
+    ("tune", add_tune_parser, cmd_tune), ("bench", add_bench_parser, cmd_bench),
+    ("config", add_config_parser, cmd_config),
 ]
 COMMANDS = {name: handler for name, _, handler in COMMAND_TABLE}
 

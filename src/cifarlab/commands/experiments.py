@@ -20,16 +20,12 @@ experiment presets: {presets}
 
 
 def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from cifarlab.commands.flags import add_spec_command
     from cifarlab.experiments.sweep import list_experiment_presets
 
-    p = subparsers.add_parser(
-        "sweep", help="run a grid of configs x seeds (resumable), then tables and figures",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=SWEEP_EPILOG.format(presets=", ".join(list_experiment_presets()) or "none"),
-    )
-    p.add_argument("file", metavar="FILE", help="sweep YAML, or an experiment preset name")
-    p.add_argument("--out", default="runs/sweeps", help="parent folder of sweep folders [default: runs/sweeps]")
-    p.add_argument("--scale", help="named block of the file's `scales:` (e.g. quick, full) [default: its `scale:`]")
+    p = add_spec_command(subparsers, "sweep", "run a grid of configs x seeds (resumable), then tables and figures",
+                         SWEEP_EPILOG.format(presets=", ".join(list_experiment_presets()) or "none"),
+                         "sweep YAML, or an experiment preset name", "runs/sweeps", "sweep folders")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: one run after another in this process; ray: one Ray task per run")

@@ -75,13 +75,16 @@ class Trainer:
     Public state a callback may read: ``cfg``, ``device``, ``run_dir``, ``model`` (``raw_model`` unwraps
     torch.compile), ``optimizer``, ``augment``, ``train_x/y``, ``val_x/y``, ``step`` (completed optimizer
     steps), ``epoch`` (completed epochs), ``steps_per_epoch``, ``total_steps``, ``history``, ``status``.
-    A callback stops the run by setting ``status`` to ``early_stopped``.
+    A callback stops the run by setting ``status`` to ``early_stopped`` (or ``pruned``: a tune trial).
+    ``withhold_test``: the run never sees the test split (not even loaded to the device) and is not tested at
+    the end; its summary says ``test_withheld`` (the trials of ``cifarlab tune`` are selected on validation).
     """
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
                  data: CifarArrays | None = None, progress: bool | None = None,
-                 callbacks: Iterable[Callback] = ()) -> None:
+                 callbacks: Iterable[Callback] = (), withhold_test: bool = False) -> None:
         self.cfg, self.resume, self.progress = cfg, resume, progress
+        self.withhold_test = withhold_test
         self.device = resolve_device(cfg.train.device)
         self.run_dir = prepare_run_dir(cfg, Path(run_dir) if run_dir else None, resume)
         self._data = data
@@ -112,6 +115,8 @@ class Trainer:
         # Keep the whole dataset on the device as uint8 (4x smaller than float); batches are gathered there.
         self.train_x, self.train_y = splits.train_x.to(device), splits.train_y.to(device)
         self.val_x, self.val_y = splits.val_x.to(device), splits.val_y.to(device)
+        if self.withhold_test:  # an empty test split: nothing of it is on the device or can be evaluated
+            splits.test_x, splits.test_y = splits.test_x[:0], splits.test_y[:0]
         self.test_x, self.test_y = splits.test_x.to(device), splits.test_y.to(device)
         self.augment = build_augment(cfg)
         if isinstance(self.raw_model, DataInit):
@@ -389,7 +394,10 @@ class Trainer:
             last = self.history[-1]
             summary.update(final_train_loss=last["train_loss"], final_train_acc=last["train_acc"],
                            final_val_loss=last["val_loss"], final_val_acc=last["val_acc"])
-            self._test(summary)
+            if self.withhold_test:
+                summary["test_withheld"] = True
+            else:
+                self._test(summary)
         if self.status == "diverged":
             summary["status"], summary["error"] = "diverged", self.error
         self.callbacks.call("on_fit_end", self, summary)
@@ -438,6 +446,7 @@ class Trainer:
         return self.swa.module
 
 def train(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False, data: CifarArrays | None = None,
-          progress: bool | None = None, callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
+          progress: bool | None = None, callbacks: Iterable[Callback] = (), withhold_test: bool = False
+          ) -> dict[str, Any]:
     """Train one run; return its summary (also in ``<run_dir>/summary.json``)."""
-    return Trainer(cfg, run_dir, resume, data, progress, callbacks).fit()
+    return Trainer(cfg, run_dir, resume, data, progress, callbacks, withhold_test).fit()
