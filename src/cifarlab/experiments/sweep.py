@@ -3,7 +3,7 @@
 A spec (see docs/experiments.md)::
 
     name: activations
-    base: {preset: quick, train: {epochs: 5}}      # preset + any RunConfig keys (or `overrides:` with dotted keys)
+    base: {preset: quick_cnn, train: {epochs: 5}}    # preset + any RunConfig keys (or `overrides:` with dotted keys)
     scale: quick                                   # which block of `scales:` is merged on top of base
     scales: {quick: {...}, full: {...}}
     axes: {model.options.activation: [relu, elu]}  # cartesian product of dotted keys

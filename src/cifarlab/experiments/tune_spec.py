@@ -3,7 +3,7 @@
 ::
 
     name: cnn3
-    base: {preset: quick}                          # as in sweep files: preset + config keys / overrides
+    base: {preset: quick_cnn}                        # as in sweep files: preset + config keys / overrides
     scale: quick                                   # which block of `scales:` is merged on top of base
     scales: {quick: {data.subset: 10000, n_trials: 12}, full: {n_trials: 40}}
     space:
