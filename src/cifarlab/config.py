@@ -184,7 +184,9 @@ class SchedulerConfig:
     t_mult: int = 1  # cosine_restarts: each cycle is t_mult times longer than the previous one
     plateau_factor: float = 0.1  # plateau: LR multiplied by this when validation loss stalls
     plateau_patience: int = 5  # plateau: epochs without improvement tolerated; the next one reduces the LR
-    plateau_threshold: float = 1e-4  # plateau: improvement means val_loss < best * (1 - threshold)
+    plateau_threshold: float = 1e-4  # plateau: improvement means val_loss < best * (1 - threshold) (rel mode)
+    plateau_threshold_mode: Literal["rel", "abs"] = "rel"  # plateau: abs: improvement means val_loss < best - threshold
+    plateau_cooldown: int = 0  # plateau: epochs after a reduction during which bad epochs are not counted
 
     def check(self) -> None:
         from cifarlab.engine.schedules import SCHEDULES  # lazy, see the module docstring
@@ -207,6 +209,7 @@ class SchedulerConfig:
         _need(0 < self.plateau_factor < 1, "sched.plateau_factor", self.plateau_factor, "0 < factor < 1")
         _need(self.plateau_patience >= 0, "sched.plateau_patience", self.plateau_patience, ">= 0")
         _need(self.plateau_threshold >= 0, "sched.plateau_threshold", self.plateau_threshold, ">= 0")
+        _need(self.plateau_cooldown >= 0, "sched.plateau_cooldown", self.plateau_cooldown, ">= 0 (epochs)")
 
 
 @dataclass
