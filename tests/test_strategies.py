@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.config import load_config
-from cifarlab.errors import ConfigError
 from cifarlab.data.augment import BatchAugment
 from cifarlab.engine.averaging import EMA, SWA, update_bn
 from cifarlab.engine.evaluate import evaluate
