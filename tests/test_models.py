@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -53,7 +54,7 @@ def vgg_a_macs() -> int:
 def with_hidden(base: int, cin: int, hidden: tuple[int, ...] = (512,)) -> int:
     """A pooled-head model's count with hidden FCs: its Linear(cin, 10) replaced by cin -> hidden... -> 10."""
     widths = (cin, *hidden, 10)
-    return base - (cin * 10 + 10) + sum(a * b + b for a, b in zip(widths, widths[1:]))
+    return base - (cin * 10 + 10) + sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
 # Hidden FC on every pooled-head family: (name, flattened head input, base count).
