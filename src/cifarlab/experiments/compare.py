@@ -305,7 +305,8 @@ def sweep_items(sweep_dir: str | Path) -> list[dict[str, Any]]:
     if ref:
         items.append(table(f"Ours beside theirs: {ref['report']}, {ref['table']}", REFERENCE_CAPTION,
                            *reference_rows(variants, ref), numeric=False))
-        items.append(text(ordering_verdict(variants, ref).replace("**", "") + "."))
+        items.append(text(f"{ref['report']}, {ref['table']} (table 'Ours beside theirs'): "
+                          + ordering_verdict(variants, ref).replace("**", "") + "."))
         if ref.get("reading"):
             items.append(text(f"Reading of the report's protocol: {ref['reading']}"))
     bad = failures(records)
