@@ -90,7 +90,7 @@ def test_config_command_prints_resolved_values():
 ])
 def test_config_command_refuses_what_train_refuses(override, message):
     for command in ("config", "train"):
-        proc = run_cli(command, "--preset", "quick", override, "--data-dir", "/nonexistent", "data.download=false")
+        proc = run_cli(command, "model.name=quick_cnn", override, "--data-dir", "/nonexistent", "data.download=false")
         assert_one_line_error(proc, message)
 
 
