@@ -84,6 +84,16 @@ def test_config_command_prints_resolved_values():
     assert f"lr: {cfg.optim.lr}" in proc.stdout and "name: fast_net" in proc.stdout and "- 32" in proc.stdout
 
 
+@pytest.mark.parametrize("override,message", [
+    ("model.options.bogus=1", "model 'quick_cnn' has no option 'bogus'"),
+    ("model.options.activation=swishh", "model 'quick_cnn': unknown activation 'swishh'"),
+])
+def test_config_command_refuses_what_train_refuses(override, message):
+    for command in ("config", "train"):
+        proc = run_cli(command, "model.name=quick_cnn", override, "--data-dir", "/nonexistent", "data.download=false")
+        assert_one_line_error(proc, message)
+
+
 # -- real data -----------------------------------------------------------------------------------------------
 
 

@@ -334,13 +334,28 @@ def test_confident_mistakes_on_constructed_logits():
     assert acc[0] == 1.0 and acc[1] == 0.0 and acc[3] == 1.0
 
 
+def test_deep_filters_are_drawn_as_images(tmp_path):
+    from cifarlab.analysis.explain.filters import deep_filter_tiles, plot_deep_filter_images
+    from cifarlab.models import create
+
+    w = torch.zeros(3, 4, 3, 3)
+    w[0, 2] = torch.arange(9.0).reshape(3, 3) - 4  # filter 0 weighs input channel 2 most
+    w[1, 0, 1, 1], w[2, 3, 0, 0] = -2.0, 0.5
+    tiles = deep_filter_tiles(w)
+    assert tiles.shape == (3, 3, 3)
+    assert np.allclose(tiles[0], (np.arange(9.0).reshape(3, 3) - 4) / 4)
+    assert tiles[1, 1, 1] == -1.0 and tiles[2, 0, 0] == 1.0
+    info = plot_deep_filter_images(create("vgg_a", width_mult=0.125), tmp_path / "deep.png", max_layers=4)
+    assert len(info["layers"]) == 4 and (tmp_path / "deep.png").read_bytes()[:4] == b"\x89PNG"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # (6) end to end on a trained run directory
 
 EXPECTED = ["structure.png", "structure.md", "structure.csv", "filters_first_layer.png", "filters_deep.png",
-            "feature_maps.png", "attribution_gradcam.png", "attribution_gradcam.npz", "mistakes.png", "confusion.png",
-            "surface_1d.png", "surface_1d.npz", "surface_2d_contour.png", "surface_2d_3d.png", "surface_2d.npz",
-            "interpolation.png", "interpolation.npz", "explain.json"]
+            "filters_deep_images.png", "feature_maps.png", "attribution_gradcam.png", "attribution_gradcam.npz",
+            "mistakes.png", "confusion.png", "surface_1d.png", "surface_1d.npz", "surface_2d_contour.png",
+            "surface_2d_3d.png", "surface_2d.npz", "interpolation.png", "interpolation.npz", "explain.json"]
 
 
 def test_explain_run_writes_everything_consistently(lab, explained):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -50,6 +51,19 @@ def vgg_a_macs() -> int:
     return macs + 512 * 512 + 512 * 512 + 512 * 10
 
 
+def with_hidden(base: int, cin: int, hidden: tuple[int, ...] = (512,)) -> int:
+    """A pooled-head model's count with hidden FCs: its Linear(cin, 10) replaced by cin -> hidden... -> 10."""
+    widths = (cin, *hidden, 10)
+    return base - (cin * 10 + 10) + sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+# Hidden FC on every pooled-head family: (name, flattened head input, base count).
+HIDDEN_HEADS = (("resnet18", 512, 11_173_962), ("resnet3stage", 256, 2_777_674), ("residual_cnn", 4096, 2_816_074),
+                ("preact_resnet18", 512, 11_171_146), ("resnext50_32x4d", 2048, 22_992_714),
+                ("resnext29_32x4d", 1024, 4_774_218), ("densenet121", 1024, 6_956_298),
+                ("dpn26", 2432, 11_574_842), ("dla", 512, 16_291_386), ("simple_dla", 512, 15_142_970),
+                ("vgg16", 512, 14_728_266), ("mobilenetv2", 1280, 2_296_922))
+
 EXPECTED_PARAMS: dict[str | tuple[str, tuple[tuple[str, object], ...]], int] = {
     "quick_cnn": 94_762,
     "fast_net": 1_971_352,  # trainable: 1,972,792 minus the frozen whitening filters (288) and BN scales (1,152)
@@ -70,6 +84,11 @@ EXPECTED_PARAMS: dict[str | tuple[str, tuple[tuple[str, object], ...]], int] = {
     ("mynet", (("kernel_size", 3),)): 560 + 40 + 9_050 + 100 + (1800 * 100 + 100) + 1010,
     # 7x7 kernel, padding 1: 32-28-14-10-5 -> 1250 again
     ("mynet", (("kernel_size", 7),)): (3 * 20 * 49 + 20 + 40) + (20 * 50 * 49 + 50 + 100) + 125_100 + 1010,
+    # per-conv kernels: [5, 3] -> 32-28-14-12-6 -> 1800 FC inputs (the mynet presets' "5x5 -> 3x3" row, hidden 500)
+    ("mynet", (("hidden", 500), ("kernel_size", (5, 3)))): 1520 + 40 + 9_050 + 100 + (1800 * 500 + 500) + 5010,
+    ("mynet", (("hidden", 500), ("kernel_size", 3))): 915_260,  # both convs 3x3
+    ("mynet", (("kernel_size", (3, 5)),)): 560 + 40 + 25_050 + 100 + (50 * 5 * 5 * 100 + 100) + 1010,  # 30-15-11-5
+    ("cnn3", (("kernel_size", (5, 3, 3)),)): 2_603_274 + 3 * 64 * (25 - 9),
     "basic_cnn": 1_147_466,
     "improved_cnn": 12_906_250,
     "residual_cnn": 2_816_074,
@@ -93,6 +112,9 @@ EXPECTED_PARAMS: dict[str | tuple[str, tuple[tuple[str, object], ...]], int] = {
     "vgg16": 14_728_266,
     "vgg19": 20_040_522,
     "mobilenetv2": 2_296_922,
+    **{(name, (("hidden", (512,)),)): with_hidden(base, cin) for name, cin, base in HIDDEN_HEADS},
+    **{(name, (("hidden", (256, 128)), ("dropout", 0.5))): with_hidden(base, cin, (256, 128))
+       for name, cin, base in HIDDEN_HEADS[:3]},
 }
 
 # Models above ~250M MACs get batch 2 in the training-step test, to keep the file fast on 2 CPU cores.
@@ -333,6 +355,7 @@ ACTIVATION_TYPES = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "selu": nn.SELU,
     "prelu": nn.PReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "mish": nn.Mish,
     "softplus": nn.Softplus, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardtanh": nn.Hardtanh,
+    "softmax": nn.Softmax,
 }
 
 
@@ -342,13 +365,46 @@ def test_activation_list_is_complete() -> None:
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_each_activation_builds_and_runs(act: str) -> None:
-    x = torch.linspace(-3, 3, 7)
+    x = torch.linspace(-3, 3, 14).reshape(1, 2, 7)
     module = make_activation(act)
     assert type(module) is ACTIVATION_TYPES[act]
-    assert torch.allclose(module(x.clone()), ACTIVATION_TYPES[act]()(x))
+    ref = ACTIVATION_TYPES[act](1) if act == "softmax" else ACTIVATION_TYPES[act]()
+    assert torch.allclose(module(x.clone()), ref(x))
     with torch.no_grad():
         model = create("quick_cnn", activation=act, widths=(4, 4, 4)).eval()
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_softmax_activation_is_over_channels() -> None:
+    x = torch.randn(2, 5, 3, 3)
+    y = make_activation("softmax")(x)
+    assert torch.allclose(y.sum(1), torch.ones(2, 3, 3))  # each position's channels sum to 1
+    assert torch.allclose(y, x.softmax(1))
+    model = create("mynet", activation="softmax")
+    assert count_params(model) == 152_820  # no parameters of its own
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_hidden_fc_head_layout_on_a_pooled_family() -> None:
+    head = create("resnet18", hidden=(256, 128), dropout=0.5, activation="gelu").head
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["AdaptiveAvgPool2d", "Flatten", "Dropout", "Linear", "GELU", "Dropout", "Linear", "GELU",
+                     "Dropout", "Linear"]
+    assert [m.out_features for m in head if isinstance(m, nn.Linear)] == [256, 128, 10]
+    plain = create("resnet18", dropout=0.5).head  # no hidden: the old head exactly
+    assert [type(m).__name__ for m in plain] == ["AdaptiveAvgPool2d", "Flatten", "Dropout", "Linear"]
+    with pytest.raises(ConfigError, match=r"^model 'densenet121': hidden must be a positive integer"):
+        create("densenet121", hidden=(0,))
+
+
+def test_per_conv_kernel_sizes_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"^model 'mynet': kernel_size \[5, 3, 3\] needs one value per conv \(2\)$"):
+        create("mynet", kernel_size=[5, 3, 3])
+    with pytest.raises(ConfigError, match=r"^model 'cnn3': kernel_size must be an odd integer"):
+        create("cnn3", kernel_size=[3, 4, 3])
+    m = create("mynet", kernel_size=[5, 3], hidden=500)
+    convs = [c for c in m.modules() if isinstance(c, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(5, 5), (3, 3)] and [c.padding for c in convs] == [(0, 0), (0, 0)]
 
 
 def test_leaky_slope_and_bad_activation() -> None:

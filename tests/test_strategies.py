@@ -367,6 +367,45 @@ def test_plateau_reduces_after_patience_like_torch():
     assert fresh.state_dict() == ours.state_dict()
 
 
+@pytest.mark.parametrize("mode,threshold,cooldown", [("rel", 1e-3, 2), ("abs", 0.02, 2), ("rel", 1e-4, 0),
+                                                     ("abs", 0.0, 3)])
+def test_plateau_cooldown_and_threshold_mode_match_torch_step_for_step(mode, threshold, cooldown):
+    # The schedulers report's protocol: factor 0.2, patience 3, threshold 1e-3, cooldown 2 (and abs variants).
+    ours, _ = make_sched(["sched.name=plateau", "sched.plateau_factor=0.2", "sched.plateau_patience=1",
+                          f"sched.plateau_threshold={threshold}", f"sched.plateau_threshold_mode={mode}",
+                          f"sched.plateau_cooldown={cooldown}", "sched.min_lr=1e-6"], epochs=40, steps=2)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.2, patience=1, threshold=threshold,
+                                                     threshold_mode=mode, cooldown=cooldown, min_lr=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    val_losses = (1.0 + 0.05 * torch.randn(36, generator=gen) - torch.linspace(0, 0.3, 36)).tolist()
+    val_losses[10:13] = [val_losses[9] * (1 - threshold / 2)] * 3  # improvements inside the threshold
+    lrs_ours, lrs_ref = [], []
+    for epoch, v in enumerate(val_losses):
+        lrs_ours.append(ours.apply(epoch * 2))
+        lrs_ref.append(opt.param_groups[0]["lr"])
+        ours.plateau_step(v)
+        ref.step(v)
+        assert ours.plateau_cooldown_left == ref.cooldown_counter, epoch
+        assert ours.plateau_bad_epochs == ref.num_bad_epochs, epoch
+    assert lrs_ours == pytest.approx(lrs_ref, rel=1e-12)
+    assert len(set(lrs_ref)) >= 3  # the sequence really exercises reductions (and cooldowns between them)
+
+
+def test_plateau_cooldown_is_checked_and_checkpointed():
+    with pytest.raises(ConfigError, match=r"'sched\.plateau_cooldown': got -1"):
+        make_sched(["sched.name=plateau", "sched.plateau_cooldown=-1"])
+    with pytest.raises(ConfigError, match="plateau_threshold_mode"):
+        make_sched(["sched.name=plateau", "sched.plateau_threshold_mode=relative"])
+    a, _ = make_sched(["sched.name=plateau", "sched.plateau_cooldown=2", "sched.plateau_patience=0"])
+    a.plateau_step(1.0)
+    a.plateau_step(1.0)
+    assert a.plateau_cooldown_left == 2
+    b, _ = make_sched(["sched.name=plateau"])
+    b.load_state_dict(a.state_dict())
+    assert b.state_dict() == a.state_dict()
+
+
 def test_swa_lr_holds_the_lr_from_swa_start_epoch():
     sched, _ = make_sched(["sched.name=cosine"], epochs=10, steps=5, swa_start_epoch=8, swa_lr=0.03)
     assert sched.apply(34) == pytest.approx(0.05 + 0.05 * math.cos(math.pi * 34 / 50))

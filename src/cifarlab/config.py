@@ -98,7 +98,9 @@ OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
 }
 SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
     "constant": (), "step": ("step_size", "gamma"), "multistep": ("milestones", "gamma"),
-    "exponential": ("gamma",), "plateau": ("plateau_factor", "plateau_patience", "plateau_threshold", "min_lr"),
+    "exponential": ("gamma",),
+    "plateau": ("plateau_factor", "plateau_patience", "plateau_threshold", "plateau_threshold_mode", "plateau_cooldown",
+                "min_lr"),
     "cosine": ("min_lr",), "warmup_cosine": ("min_lr", "warmup_epochs"),
     "warmup_linear": ("min_lr", "warmup_epochs"), "linear": ("min_lr", "warmup_epochs"),
     "cosine_restarts": ("t_0", "t_mult", "min_lr"), "onecycle": ("pct_start",),
@@ -207,7 +209,9 @@ class SchedulerConfig:
     t_mult: int = 1  # cosine_restarts: each cycle is t_mult times longer than the previous one
     plateau_factor: float = 0.1  # plateau: LR multiplied by this when validation loss stalls
     plateau_patience: int = 5  # plateau: epochs without improvement tolerated; the next one reduces the LR
-    plateau_threshold: float = 1e-4  # plateau: improvement means val_loss < best * (1 - threshold)
+    plateau_threshold: float = 1e-4  # plateau: improvement means val_loss < best * (1 - threshold) (rel mode)
+    plateau_threshold_mode: Literal["rel", "abs"] = "rel"  # plateau: abs: improvement means val_loss < best - threshold
+    plateau_cooldown: int = 0  # plateau: epochs after a reduction during which bad epochs are not counted
 
     def check(self) -> None:
         _declared("sched.name", self.name, SCHEDULE_KEYS)
@@ -228,6 +232,7 @@ class SchedulerConfig:
         _need(0 < self.plateau_factor < 1, "sched.plateau_factor", self.plateau_factor, "0 < factor < 1")
         _need(self.plateau_patience >= 0, "sched.plateau_patience", self.plateau_patience, ">= 0")
         _need(self.plateau_threshold >= 0, "sched.plateau_threshold", self.plateau_threshold, ">= 0")
+        _need(self.plateau_cooldown >= 0, "sched.plateau_cooldown", self.plateau_cooldown, ">= 0 (epochs)")
 
 
 @dataclass

@@ -25,7 +25,10 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
     p = add_spec_command(subparsers, "sweep", "run a grid of configs x seeds (resumable), then tables and figures",
                          SWEEP_EPILOG.format(presets=", ".join(list_experiment_presets()) or "none"),
-                         "sweep YAML, or an experiment preset name", "runs/sweeps", "sweep folders")
+                         "sweep YAML, or an experiment preset name", "runs/sweeps", "sweep folders",
+                         file_optional=True)
+    p.add_argument("--list", action="store_true", help="list the experiment presets and the report table each "
+                   "reproduces; run nothing")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: one run after another in this process; ray: one Ray task per run")
@@ -41,8 +44,14 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from cifarlab.errors import ConfigError
     from cifarlab.experiments.sweep import describe_plan, load_spec, run_sweep, sweep_dir_for
 
+    if args.list:
+        print_experiment_presets()
+        return 0
+    if args.file is None:
+        raise ConfigError("sweep needs FILE (a sweep YAML or an experiment preset name); --list shows the presets")
     spec = load_spec(args.file, scale=args.scale)
     if args.dry_run:
         plan = describe_plan(spec, args.out)  # expands and validates every config
@@ -71,6 +80,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         return 1
     return 0
+
+
+def print_experiment_presets() -> None:
+    """One block per experiment preset: name, the report table it reproduces, its description."""
+    from cifarlab.experiments.sweep import experiment_preset_rows
+
+    for name, table, about in experiment_preset_rows():
+        print(f"{name:<22} reproduces: {table}")
+        print(f"{'':<22} {about}")
 
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -52,12 +52,13 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def add_spec_command(subparsers: argparse._SubParsersAction, name: str, help_text: str, epilog: str,
-                     file_help: str, out_default: str, what: str) -> argparse.ArgumentParser:
+                     file_help: str, out_default: str, what: str, file_optional: bool = False
+                     ) -> argparse.ArgumentParser:
     """A command that reads a spec file (sweep, tune): FILE, --out and --scale, with a formatted epilog.
     ``what`` names its folders in the help ("sweep folders")."""
     p = subparsers.add_parser(name, help=help_text, formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=epilog)
-    p.add_argument("file", metavar="FILE", help=file_help)
+    p.add_argument("file", metavar="FILE", nargs="?" if file_optional else None, help=file_help)
     p.add_argument("--out", default=out_default, help=f"parent folder of {what} [default: {out_default}]")
     p.add_argument("--scale", help="named block of the file's `scales:` (e.g. quick, full) [default: its `scale:`]")
     return p

@@ -58,4 +58,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for name in list_presets():
         about = preset_dict(name).get("description", "")
         print(f"{name:<16} {about}")
+    from cifarlab.commands.experiments import print_experiment_presets
+
+    print("\nexperiment presets (cifarlab sweep NAME):")
+    print_experiment_presets()
     return 0

@@ -155,8 +155,11 @@ def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
     from cifarlab.config import to_dict
+    from cifarlab.models.registry import create
 
-    print(yaml.safe_dump(to_dict(_train_config(args)), sort_keys=False), end="")
+    cfg = _train_config(args)
+    create(cfg.model.name, **cfg.model.options)  # what `train` refuses (model name, option names and values)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 
 

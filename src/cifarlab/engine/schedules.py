@@ -67,6 +67,7 @@ class LRSchedule:
         self.plateau_scale = 1.0
         self.plateau_best = math.inf
         self.plateau_bad_epochs = 0
+        self.plateau_cooldown_left = 0
 
     def factor(self, t: float) -> float:
         """LR multiplier at progress ``t`` epochs (0 <= t <= epochs)."""
@@ -108,18 +109,25 @@ class LRSchedule:
     def plateau_step(self, val_loss: float) -> bool:
         """End-of-epoch update of ``plateau`` from the validation loss; True if the LR was reduced.
 
-        The semantics of torch's ReduceLROnPlateau (mode min, relative threshold, cooldown 0): an epoch improves
-        if ``val_loss < best * (1 - threshold)``; after more than ``plateau_patience`` epochs in a row without
-        improvement the LR is multiplied by ``plateau_factor`` (not below ``min_lr``) and the count restarts.
+        The semantics of torch's ReduceLROnPlateau (mode min): an epoch improves if ``val_loss < best * (1 -
+        threshold)`` (threshold_mode rel) or ``val_loss < best - threshold`` (abs); during ``plateau_cooldown``
+        epochs after a reduction bad epochs are not counted; after more than ``plateau_patience`` bad epochs in a
+        row the LR is multiplied by ``plateau_factor`` (not below ``min_lr``) and the count restarts.
         A NaN loss counts as no improvement.
         """
         c = self.cfg
-        if val_loss < self.plateau_best * (1 - c.plateau_threshold):
+        best = self.plateau_best
+        bar = best * (1 - c.plateau_threshold) if c.plateau_threshold_mode == "rel" else best - c.plateau_threshold
+        if val_loss < bar:
             self.plateau_best, self.plateau_bad_epochs = val_loss, 0
         else:
             self.plateau_bad_epochs += 1
+        if self.plateau_cooldown_left > 0:
+            self.plateau_cooldown_left -= 1
+            self.plateau_bad_epochs = 0
         if self.plateau_bad_epochs > c.plateau_patience:
             self.plateau_bad_epochs = 0
+            self.plateau_cooldown_left = c.plateau_cooldown
             base = self.base_lrs[0]
             new = max(self.plateau_scale * c.plateau_factor, c.min_lr / base)
             if (self.plateau_scale - new) * base > 1e-8:  # torch's eps: ignore changes smaller than 1e-8
@@ -129,12 +137,13 @@ class LRSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         return {"plateau_scale": self.plateau_scale, "plateau_best": self.plateau_best,
-                "plateau_bad_epochs": self.plateau_bad_epochs}
+                "plateau_bad_epochs": self.plateau_bad_epochs, "plateau_cooldown_left": self.plateau_cooldown_left}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.plateau_scale = float(state["plateau_scale"])
         self.plateau_best = float(state["plateau_best"])
         self.plateau_bad_epochs = int(state["plateau_bad_epochs"])
+        self.plateau_cooldown_left = int(state.get("plateau_cooldown_left", 0))  # absent in older checkpoints
 
 
 @SCHEDULES.register("constant", "1", keys=())
@@ -158,7 +167,8 @@ def _exponential(s: LRSchedule, t: float) -> float:
 
 
 @SCHEDULES.register("plateau", "reduce on a validation-loss plateau (torch ReduceLROnPlateau)", tags=("epoch",),
-                    keys=("plateau_factor", "plateau_patience", "plateau_threshold", "min_lr"))
+                    keys=("plateau_factor", "plateau_patience", "plateau_threshold", "plateau_threshold_mode",
+                          "plateau_cooldown", "min_lr"))
 def _plateau(s: LRSchedule, t: float) -> float:
     return s.plateau_scale
 

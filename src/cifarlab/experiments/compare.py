@@ -158,6 +158,92 @@ TABLE_CAPTION = ("Final-epoch numbers (not the best epoch's) as mean ± sample s
                  "highest validation accuracy.")
 
 
+REFERENCE_CAPTION = ("Theirs: the report's number as printed (its protocol; several reports selected on the test "
+                     "set). Ours: final-epoch mean ± sample std over seeds. Ordering: each pair of rows the report "
+                     "ranks is checked; a pair is inconclusive when our mean ± std intervals overlap or a variant "
+                     "has one seed.")
+
+
+def _metric_key(ref: dict[str, Any]) -> str:
+    return "final_val_acc" if ref.get("metric") == "val_acc" else "test_acc"
+
+
+def _groups(ref: dict[str, Any]) -> list[list[str]]:
+    """The report's ranking as best-first groups of labels (ties share a group)."""
+    rows = ref.get("rows") or {}
+    if rows:
+        values = sorted(set(rows.values()), reverse=True)
+        return [[k for k, v in rows.items() if v == value] for value in values]
+    return [[g] if isinstance(g, str) else list(g) for g in ref.get("order", [])]
+
+
+def ordering_verdict(variants: list[VariantStats], ref: dict[str, Any]) -> str:
+    """Does our ranking agree with the report's? Pairwise: agree, disagree or inconclusive."""
+    key = _metric_key(ref)
+    stats = {v.variant: v.stats[key] for v in variants}
+    groups = _groups(ref)
+    counts = {"agree": 0, "disagree": 0, "inconclusive": 0}
+    same_order = pairs = 0
+    for i, better in enumerate(groups):
+        for worse in groups[i + 1:]:
+            for a in better:
+                for b in worse:
+                    (ma, sa, na), (mb, sb, nb) = stats.get(a, (0, 0, 0)), stats.get(b, (0, 0, 0))
+                    if not na or not nb:
+                        continue
+                    pairs += 1
+                    same_order += ma > mb
+                    decided = na > 1 and nb > 1 and abs(ma - mb) > sa + sb
+                    counts["inconclusive" if not decided else "agree" if ma > mb else "disagree"] += 1
+    if not pairs:
+        return "ordering vs the report: nothing to compare (fewer than two ranked variants finished)"
+    word = "disagrees" if counts["disagree"] else "inconclusive" if counts["inconclusive"] else "agrees"
+    detail = ", ".join(f"{n} {k}" for k, n in counts.items())
+    return (f"ordering vs the report: **{word}** ({detail}, of {pairs} ranked pairs; by means alone, "
+            f"{same_order} of {pairs} pairs in the report's order)")
+
+
+def reference_rows(variants: list[VariantStats], ref: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per report row: theirs beside ours (the report's metric), with the difference."""
+    metric, key = ref.get("metric", "test_acc"), _metric_key(ref)
+    by_label = {v.variant: v for v in variants}
+    rows_ref = ref.get("rows") or {}
+    rank = {lb: i + 1 for i, group in enumerate(_groups(ref)) for lb in group}
+    header = ["variant", f"theirs {metric.replace('_', ' ')} (%)", "their rank", f"ours {metric.replace('_', ' ')} (%)",
+              "our rank (by mean)", "ours - theirs", "seeds"]
+    ours = {lb: by_label[lb].stats[key] for lb in rank if lb in by_label and by_label[lb].stats[key][2]}
+    our_rank = {lb: 1 + sum(o[0] > st[0] for o in ours.values()) for lb, st in ours.items()}
+    out = []
+    for lb in rank:
+        theirs = rows_ref.get(lb)
+        st = ours.get(lb)
+        diff = "-" if st is None or theirs is None else f"{100 * st[0] - theirs:+.2f}"
+        out.append([lb, "-" if theirs is None else f"{theirs:.2f}", str(rank[lb]),
+                    "-" if st is None else fmt_stat(st, "acc"), str(our_rank.get(lb, "-")), diff,
+                    "0" if st is None else str(st[2])])
+    return header, out
+
+
+def read_spec(sweep_dir: Path) -> dict[str, Any]:
+    path = Path(sweep_dir) / "sweep.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def reference_markdown(variants: list[VariantStats], ref: dict[str, Any]) -> list[str]:
+    if not ref:
+        return []
+    title = f"## Ours beside theirs: {ref['report']}, {ref['table']}"
+    md = [title, "", REFERENCE_CAPTION, "", markdown_table(*reference_rows(variants, ref)), "",
+          ordering_verdict(variants, ref) + ".", ""]
+    if ref.get("reading"):
+        md += [f"Reading of the report's protocol: {ref['reading']}", ""]
+    return md
+
+
 def failures(records: list[RunRecord]) -> list[RunRecord]:
     return [r for r in records if not r.ok]
 
@@ -173,6 +259,7 @@ def write_results(sweep_dir: str | Path) -> tuple[Path, Path]:
     if best is not None:
         md += [f"Best variant by mean final validation accuracy: **{best.variant}** "
                f"({fmt_stat(best.stats['final_val_acc'], 'acc')} %).", ""]
+    md += reference_markdown(variants, read_spec(sweep_dir).get("report_table") or {})
     bad = failures(records)
     if bad:
         md += ["Runs that did not finish:", ""]
@@ -204,11 +291,8 @@ def sweep_items(sweep_dir: str | Path) -> list[dict[str, Any]]:
     records = load_runs(sweep_dir)
     variants = aggregate(records)
     items = []
-    spec_path = sweep_dir / "sweep.yaml"
-    if spec_path.is_file():
-        import yaml
-
-        spec = yaml.safe_load(spec_path.read_text()) or {}
+    spec = read_spec(sweep_dir)
+    if spec:
         items += [text(f"{key.capitalize()}: {spec[key]}") for key in ("description", "reference") if spec.get(key)]
         items.append(text(f"Scale: {spec.get('scale') or 'as in base'}; seeds: {spec.get('seeds')}; "
                           f"{len(variants)} variants, {len(records)} runs."))
@@ -217,6 +301,14 @@ def sweep_items(sweep_dir: str | Path) -> list[dict[str, Any]]:
         items.append(text(f"Best variant by mean final validation accuracy: {best.variant} "
                           f"({fmt_stat(best.stats['final_val_acc'], 'acc')} %)."))
     items.append(table("Results per variant", TABLE_CAPTION, *table_rows(variants)))
+    ref = spec.get("report_table") or {}
+    if ref:
+        items.append(table(f"Ours beside theirs: {ref['report']}, {ref['table']}", REFERENCE_CAPTION,
+                           *reference_rows(variants, ref), numeric=False))
+        items.append(text(f"{ref['report']}, {ref['table']} (table 'Ours beside theirs'): "
+                          + ordering_verdict(variants, ref).replace("**", "") + "."))
+        if ref.get("reading"):
+            items.append(text(f"Reading of the report's protocol: {ref['reading']}"))
     bad = failures(records)
     if bad:
         items.append(table("Runs that did not finish", "Failed, diverged, interrupted or missing runs; they are "

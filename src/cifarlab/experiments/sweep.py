@@ -32,7 +32,9 @@ from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.io import atomic_write_json, atomic_write_yaml, write_csv
 from cifarlab.manifest import read_manifest, write_manifest
 
-SPEC_KEYS = ("name", "description", "base", "scale", "scales", "axes", "variants", "seeds", "reference")
+SPEC_KEYS = ("name", "description", "base", "scale", "scales", "axes", "variants", "seeds", "reference",
+             "report_table")
+REPORT_TABLE_KEYS = ("report", "table", "metric", "rows", "order", "reading")
 DONE = ("completed", "early_stopped")  # a run in one of these states is never re-run
 STATUS_FIELDS = ("variant", "seed", "run_dir", "status", "error")
 
@@ -51,6 +53,9 @@ class SweepSpec:
     per_variant: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     reference: str = ""  # free text: what the sweep reproduces (shown in reports)
+    # The report table the sweep reproduces: report, table, metric, rows {label: their %} and/or order (best-first
+    # groups of labels), reading (how an ambiguous protocol was read). Printed beside ours in results.md.
+    report_table: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +79,20 @@ def list_experiment_presets() -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def reproduces(report_table: dict[str, Any]) -> str:
+    """'3-block CNN report: schedulers (50 epochs)', or '-' for a sweep that reproduces no report table."""
+    return f"{report_table['report']}: {report_table['table']}" if report_table else "-"
+
+
+def experiment_preset_rows() -> list[tuple[str, str, str]]:
+    """(name, report table it reproduces, description) of every shipped experiment preset."""
+    rows = []
+    for name in list_experiment_presets():
+        raw = read_yaml(experiment_preset_path(name))
+        rows.append((name, reproduces(raw.get("report_table") or {}), str(raw.get("description", ""))))
+    return rows
 
 
 def experiment_preset_path(name: str) -> Path:
@@ -137,6 +156,7 @@ class SweepFile:
     variants: list[dict[str, Any]] = field(default_factory=list)
     seeds: list[int] | int = field(default_factory=lambda: [0])
     reference: str = ""
+    report_table: dict[str, Any] = field(default_factory=dict)
 
     def check(self, source: str) -> None:
         def need(ok: bool, message: str) -> None:
@@ -152,6 +172,8 @@ class SweepFile:
         if isinstance(self.seeds, int):
             self.seeds = [self.seeds]
         _check_seeds(self.seeds, "'seeds'", source)
+        if self.report_table:
+            _check_report_table(self.report_table, source)
 
     def resolve_scale(self, scale: str | None, source: str) -> tuple[str | None, dict[str, Any]]:
         """The chosen scale (``scale`` or the file's own) with its seeds and per-variant patches taken out."""
@@ -181,6 +203,33 @@ def _check_seeds(seeds: Any, what: str, source: str) -> None:
         raise ConfigError(f"{source}: {what} has duplicates: {seeds}")
 
 
+def _check_report_table(t: dict[str, Any], source: str) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{source}: report_table.{message}")
+
+    unknown = sorted(set(t) - set(REPORT_TABLE_KEYS))
+    need(not unknown, f"{unknown[0] if unknown else ''}: unknown key; valid: {', '.join(REPORT_TABLE_KEYS)}")
+    need(isinstance(t.get("report"), str) and isinstance(t.get("table"), str), "report/table: both are needed (text)")
+    need(t.get("metric", "test_acc") in ("test_acc", "val_acc"), f"metric: {t.get('metric')!r}, expected test_acc "
+         "or val_acc")
+    rows = t.get("rows", {})
+    need(isinstance(rows, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                        for v in rows.values()), "rows: expected {variant label: their %}")
+    order = t.get("order", [])
+    need(isinstance(order, list) and all(isinstance(g, (str, list)) for g in order),
+         "order: expected a best-first list of variant labels (a list for a tie)")
+    need(bool(rows) or bool(order), "rows or order: give the report's numbers or its ranking")
+
+
+def report_labels(t: dict[str, Any]) -> list[str]:
+    """Every variant label a report table names (its rows, then its order)."""
+    labels = list(t.get("rows", {}))
+    for group in t.get("order", []):
+        labels += [g for g in ([group] if isinstance(group, str) else group) if g not in labels]
+    return labels
+
+
 def parse_spec(raw: dict[str, Any], scale: str | None = None, source: str = "sweep") -> SweepSpec:
     """Check the spec's own keys (config keys are checked later, per expanded run) and resolve the base."""
     if not isinstance(raw, dict):
@@ -196,7 +245,7 @@ def parse_spec(raw: dict[str, Any], scale: str | None = None, source: str = "swe
     chosen, per_variant = f.resolve_scale(scale, source)
     return SweepSpec(name=f.name.strip(), base=_resolve_base(f.base), axes=f.axes, variants=f.variants,
                      seeds=list(f.seeds), scale=chosen, scales=f.scales, per_variant=per_variant,
-                     description=f.description, reference=f.reference)
+                     description=f.description, reference=f.reference, report_table=f.report_table)
 
 
 def load_spec(path_or_name: str | Path, scale: str | None = None) -> SweepSpec:
@@ -266,6 +315,10 @@ def expand(spec: SweepSpec) -> list[RunPlan]:
                 except CifarlabError as exc:
                     raise ConfigError(f"sweep variant '{label}' (seed {seed}): {exc}") from None
                 plans.append(RunPlan(label=label, seed=seed, rel_dir=f"{dir_name}/seed{seed}", config=to_dict(cfg)))
+    missing = [lb for lb in report_labels(spec.report_table) if lb not in seen.values()]
+    if missing:
+        raise ConfigError(f"sweep {spec.name}: report_table names variant '{missing[0]}', which the sweep does not "
+                          f"have; variants: {', '.join(dict.fromkeys(seen.values()))}")
     return plans
 
 
@@ -343,7 +396,8 @@ def write_sweep_manifest(sweep_dir: Path, run_dirs: list[str], figures: list[dic
 def spec_dict(spec: SweepSpec) -> dict[str, Any]:
     return {"name": spec.name, "description": spec.description, "reference": spec.reference,
             "scale": spec.scale, "base": spec.base, "scales": spec.scales, "axes": spec.axes,
-            "variants": spec.variants, "per_variant": spec.per_variant, "seeds": spec.seeds}
+            "variants": spec.variants, "per_variant": spec.per_variant, "seeds": spec.seeds,
+            "report_table": spec.report_table}
 
 
 # --------------------------------------------------------------------------------------------------------------

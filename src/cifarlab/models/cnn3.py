@@ -12,7 +12,7 @@ from cifarlab.models.registry import register
 
 @register("cnn3", "3 x (conv-BN-LeakyReLU(0.1)-pool) 64/128/256, FC 4096-512-256-10, dropout 0.5 (2.60M)")
 def cnn3(num_classes: int = 10, filters: Sequence[int] = (64, 128, 256), hidden: Sequence[int] = (512, 256),
-         kernel_size: int = 3, activation: str = "leaky_relu", activation_kwargs: dict | None = None,
+         kernel_size: int | Sequence[int] = 3, activation: str = "leaky_relu", activation_kwargs: dict | None = None,
          negative_slope: float | None = None, norm: str = "batchnorm", dropout: float = 0.5,
          init: str = "default") -> nn.Module:
     kwargs = dict(activation_kwargs or {})

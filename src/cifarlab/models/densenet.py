@@ -35,7 +35,7 @@ class DenseLayer(nn.Module):
 
 class DenseNet(nn.Module):
     def __init__(self, depths: Sequence[int], growth: int, reduction: float, num_classes: int,
-                 act: ActFactory, norm: str, dropout: float) -> None:
+                 act: ActFactory, norm: str, dropout: float, hidden: Sequence[int] = ()) -> None:
         super().__init__()
         check_positive("depths", tuple(depths))
         check_positive("growth_rate", growth)
@@ -53,7 +53,7 @@ class DenseNet(nn.Module):
                 c = out
         layers += [make_norm2d(norm, c), act()]
         self.features = nn.Sequential(*layers)
-        self.head = classifier_head(c, num_classes, dropout)
+        self.head = classifier_head(c, num_classes, dropout, hidden=hidden, act=act)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -62,6 +62,8 @@ class DenseNet(nn.Module):
 @register("densenet121", "DenseNet-121 for CIFAR, growth 32, [6,12,24,16] (6.96M, kuangliu)")
 def densenet121(num_classes: int = 10, growth_rate: int = 32, depths: Sequence[int] = (6, 12, 24, 16),
                 reduction: float = 0.5, activation: str = "relu", activation_kwargs: dict | None = None,
-                norm: str = "batchnorm", dropout: float = 0.0, init: str = "default") -> nn.Module:
+                norm: str = "batchnorm", dropout: float = 0.0, hidden: Sequence[int] = (),
+                init: str = "default") -> nn.Module:
     act = activation_factory(activation, activation_kwargs)
-    return init_weights(DenseNet(depths, growth_rate, reduction, num_classes, act, norm, dropout), init)
+    return init_weights(DenseNet(depths, growth_rate, reduction, num_classes, act, norm, dropout, hidden),
+                        init)

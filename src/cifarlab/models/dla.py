@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -78,14 +80,14 @@ class DLA(nn.Module):
     """Stem 16-16-32 convs, trees 64/128/256/512 (levels 1,2,2,1, strides 1,2,2,2), pooled linear head."""
 
     def __init__(self, tree: type[nn.Module], num_classes: int, act: ActFactory, norm: str,
-                 dropout: float) -> None:
+                 dropout: float, hidden: Sequence[int] = ()) -> None:
         super().__init__()
         stem = conv_bn_act(3, 16, 3, norm=norm, act=act) + conv_bn_act(16, 16, 3, norm=norm, act=act)
         stem += conv_bn_act(16, 32, 3, norm=norm, act=act)
         trees = [tree(cin, cout, level, stride, act, norm) for cin, cout, level, stride in
                  ((32, 64, 1, 1), (64, 128, 2, 2), (128, 256, 2, 2), (256, 512, 1, 2))]
         self.features = nn.Sequential(*stem, *trees)
-        self.head = classifier_head(512, num_classes, dropout)
+        self.head = classifier_head(512, num_classes, dropout, hidden=hidden, act=act)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -93,13 +95,15 @@ class DLA(nn.Module):
 
 @register("dla", "Deep Layer Aggregation for CIFAR (16.29M, kuangliu dla.py)")
 def dla(num_classes: int = 10, activation: str = "relu", activation_kwargs: dict | None = None,
-        norm: str = "batchnorm", dropout: float = 0.0, init: str = "default") -> nn.Module:
+        norm: str = "batchnorm", dropout: float = 0.0, hidden: Sequence[int] = (),
+        init: str = "default") -> nn.Module:
     act = activation_factory(activation, activation_kwargs)
-    return init_weights(DLA(Tree, num_classes, act, norm, dropout), init)
+    return init_weights(DLA(Tree, num_classes, act, norm, dropout, hidden), init)
 
 
 @register("simple_dla", "simplified binary-tree DLA for CIFAR (15.14M, kuangliu dla_simple.py)")
 def simple_dla(num_classes: int = 10, activation: str = "relu", activation_kwargs: dict | None = None,
-               norm: str = "batchnorm", dropout: float = 0.0, init: str = "default") -> nn.Module:
+               norm: str = "batchnorm", dropout: float = 0.0, hidden: Sequence[int] = (),
+               init: str = "default") -> nn.Module:
     act = activation_factory(activation, activation_kwargs)
-    return init_weights(DLA(SimpleTree, num_classes, act, norm, dropout), init)
+    return init_weights(DLA(SimpleTree, num_classes, act, norm, dropout, hidden), init)

@@ -50,7 +50,7 @@ class DualPathBlock(nn.Module):
 class DPN(nn.Module):
     def __init__(self, depths: Sequence[int], num_classes: int, act: ActFactory, norm: str, dropout: float,
                  in_planes: Sequence[int] = IN_PLANES, out_planes: Sequence[int] = OUT_PLANES,
-                 dense_depth: Sequence[int] = DENSE_DEPTH) -> None:
+                 dense_depth: Sequence[int] = DENSE_DEPTH, hidden: Sequence[int] = ()) -> None:
         super().__init__()
         check_positive("depths", tuple(depths))
         if not len(depths) == len(in_planes) == len(out_planes) == len(dense_depth):
@@ -64,27 +64,27 @@ class DPN(nn.Module):
                 layers.append(DualPathBlock(c, mid, out, dense, stride, i == 0, act, norm))
                 c = out + (i + 2) * dense  # the dense path grows by ``dense`` channels per block
         self.features = nn.Sequential(*layers)
-        self.head = classifier_head(c, num_classes, dropout)
+        self.head = classifier_head(c, num_classes, dropout, hidden=hidden, act=act)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
 
 
 def _dpn(depths: Sequence[int], num_classes: int, activation: str, activation_kwargs: dict | None, norm: str,
-         dropout: float, init: str) -> nn.Module:
+         dropout: float, init: str, hidden: Sequence[int] = ()) -> nn.Module:
     act = activation_factory(activation, activation_kwargs)
-    return init_weights(DPN(depths, num_classes, act, norm, dropout), init)
+    return init_weights(DPN(depths, num_classes, act, norm, dropout, hidden=hidden), init)
 
 
 @register("dpn26", "Dual Path Network 26, blocks [2,2,2,2] (11.57M, kuangliu)")
 def dpn26(num_classes: int = 10, depths: Sequence[int] = (2, 2, 2, 2), activation: str = "relu",
           activation_kwargs: dict | None = None, norm: str = "batchnorm", dropout: float = 0.0,
-          init: str = "default") -> nn.Module:
-    return _dpn(depths, num_classes, activation, activation_kwargs, norm, dropout, init)
+          hidden: Sequence[int] = (), init: str = "default") -> nn.Module:
+    return _dpn(depths, num_classes, activation, activation_kwargs, norm, dropout, init, hidden)
 
 
 @register("dpn92", "Dual Path Network 92, blocks [3,4,20,3] (34.24M, kuangliu)")
 def dpn92(num_classes: int = 10, depths: Sequence[int] = (3, 4, 20, 3), activation: str = "relu",
           activation_kwargs: dict | None = None, norm: str = "batchnorm", dropout: float = 0.0,
-          init: str = "default") -> nn.Module:
-    return _dpn(depths, num_classes, activation, activation_kwargs, norm, dropout, init)
+          hidden: Sequence[int] = (), init: str = "default") -> nn.Module:
+    return _dpn(depths, num_classes, activation, activation_kwargs, norm, dropout, init, hidden)

@@ -6,7 +6,7 @@ options mean the same thing (and fail the same way) for every model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from torch import nn
@@ -31,6 +31,8 @@ _ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "sigmoid": lambda: nn.Sigmoid(),
     "tanh": lambda: nn.Tanh(),
     "hardtanh": lambda min_val=-1.0, max_val=1.0: nn.Hardtanh(min_val, max_val),
+    # Softmax over channels (dim 1: over a conv's feature maps at each position, over a hidden FC's units).
+    "softmax": lambda dim=1: nn.Softmax(dim),
 }
 ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATIONS)
 NORMS: tuple[str, ...] = ("batchnorm", "none")
@@ -99,12 +101,25 @@ def conv2d(cin: int, cout: int, k: int = 3, stride: int = 1, norm: str = "batchn
     return nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=norm == "none")
 
 
-def classifier_head(cin: int, num_classes: int, dropout: float = 0.0, pool_size: int = 1) -> nn.Sequential:
-    """Adaptive average pool to ``pool_size`` x ``pool_size``, flatten, [dropout], Linear."""
+def classifier_head(cin: int, num_classes: int, dropout: float = 0.0, pool_size: int = 1,
+                    hidden: Sequence[int] = (), act: Callable[[], nn.Module] | None = None) -> nn.Sequential:
+    """Adaptive average pool to ``pool_size`` x ``pool_size``, flatten, then per ``hidden`` width [dropout],
+    Linear, act; finally [dropout], Linear. ``hidden=()`` is the plain pooled linear head."""
+    check_rate("dropout", dropout)
+    hidden = tuple(hidden)
+    if hidden:
+        check_positive("hidden", hidden)
+        if act is None:
+            raise ValueError("a hidden FC layer needs an activation")
     layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(pool_size), nn.Flatten()]
-    if check_rate("dropout", dropout) > 0:
-        layers.append(nn.Dropout(dropout))
-    layers.append(nn.Linear(cin * pool_size * pool_size, num_classes))
+    fin = cin * pool_size * pool_size
+    for width in (*hidden, None):
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(fin, num_classes if width is None else int(width)))
+        if width is not None:
+            layers.append(act())  # type: ignore[misc]  # checked above
+            fin = int(width)
     return nn.Sequential(*layers)
 
 

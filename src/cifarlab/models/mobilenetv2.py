@@ -48,7 +48,7 @@ class InvertedResidual(nn.Module):
 @register("mobilenetv2", "MobileNetV2 for CIFAR, stride-1 stem (2.30M, kuangliu)")
 def mobilenetv2(num_classes: int = 10, width_mult: float = 1.0, activation: str = "relu",
                 activation_kwargs: dict | None = None, norm: str = "batchnorm", dropout: float = 0.0,
-                residual: bool = True, cfg: Sequence[Sequence[int]] = CFG,
+                residual: bool = True, cfg: Sequence[Sequence[int]] = CFG, hidden: Sequence[int] = (),
                 init: str = "default") -> nn.Module:
     check_positive("width_mult", width_mult, integer=False)
     act = activation_factory(activation, activation_kwargs)
@@ -64,5 +64,5 @@ def mobilenetv2(num_classes: int = 10, width_mult: float = 1.0, activation: str 
             layers.append(InvertedResidual(cin, w(cout), expansion, s, act, norm, residual))
             cin = w(cout)
     layers += conv_bn_act(cin, 1280, 1, norm=norm, act=act)
-    model = nn.Sequential(nn.Sequential(*layers), classifier_head(1280, num_classes, dropout))
+    model = nn.Sequential(nn.Sequential(*layers), classifier_head(1280, num_classes, dropout, hidden=hidden, act=act))
     return init_weights(model, init)

@@ -100,7 +100,8 @@ class ResNet(nn.Module):
     def __init__(self, block: BlockFactory, depths: Sequence[int], widths: Sequence[int],
                  num_classes: int = 10, act: ActFactory = nn.ReLU, norm: str = "batchnorm",
                  dropout: float = 0.0, residual: bool = True, stem_width: int = 64, stem_kernel: int = 3,
-                 stem_act: bool = True, pool_size: int = 1, final_act: bool = False) -> None:
+                 stem_act: bool = True, pool_size: int = 1, final_act: bool = False,
+                 hidden: Sequence[int] = ()) -> None:
         super().__init__()
         check_positive("depths", tuple(depths))
         check_positive("widths", tuple(widths))
@@ -121,7 +122,7 @@ class ResNet(nn.Module):
         self.layers = nn.Sequential(*blocks)
         # Pre-activation nets end on a raw conv; ``final_act`` adds the norm-act that the paper puts there.
         self.post = nn.Sequential(make_norm2d(norm, cin), act()) if final_act else nn.Identity()
-        self.head = classifier_head(cin, num_classes, dropout, pool_size)
+        self.head = classifier_head(cin, num_classes, dropout, pool_size, hidden, act)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.post(self.layers(self.stem(x))))
@@ -139,44 +140,46 @@ def build_resnet(block: BlockFactory, depths: Sequence[int], widths: Sequence[in
 def resnet18(num_classes: int = 10, widths: Sequence[int] = (64, 128, 256, 512),
              depths: Sequence[int] = (2, 2, 2, 2), activation: str = "relu",
              activation_kwargs: dict | None = None, norm: str = "batchnorm", dropout: float = 0.0,
-             residual: bool = True, init: str = "default") -> nn.Module:
+             residual: bool = True, hidden: Sequence[int] = (), init: str = "default") -> nn.Module:
     return build_resnet(BasicBlock, depths, widths, num_classes, activation, activation_kwargs, init,
-                        norm=norm, dropout=dropout, residual=residual)
+                        norm=norm, dropout=dropout, residual=residual, hidden=hidden)
 
 
 @register("resnet34", "ResNet-34, CIFAR 3x3 stem, basic blocks [3,4,6,3] (21.28M, kuangliu)")
 def resnet34(num_classes: int = 10, widths: Sequence[int] = (64, 128, 256, 512),
              depths: Sequence[int] = (3, 4, 6, 3), activation: str = "relu",
              activation_kwargs: dict | None = None, norm: str = "batchnorm", dropout: float = 0.0,
-             residual: bool = True, init: str = "default") -> nn.Module:
+             residual: bool = True, hidden: Sequence[int] = (), init: str = "default") -> nn.Module:
     return build_resnet(BasicBlock, depths, widths, num_classes, activation, activation_kwargs, init,
-                        norm=norm, dropout=dropout, residual=residual)
+                        norm=norm, dropout=dropout, residual=residual, hidden=hidden)
 
 
 @register("resnet50", "ResNet-50, CIFAR 3x3 stem, bottlenecks [3,4,6,3] (23.52M, kuangliu)")
 def resnet50(num_classes: int = 10, widths: Sequence[int] = (64, 128, 256, 512),
              depths: Sequence[int] = (3, 4, 6, 3), activation: str = "relu",
              activation_kwargs: dict | None = None, norm: str = "batchnorm", dropout: float = 0.0,
-             residual: bool = True, init: str = "default") -> nn.Module:
+             residual: bool = True, hidden: Sequence[int] = (), init: str = "default") -> nn.Module:
     # ``widths`` are the bottleneck (inner) widths, as in the papers; blocks output 4x that.
     check_positive("widths", tuple(widths))
     return build_resnet(Bottleneck, depths, [4 * w for w in widths], num_classes, activation,
-                        activation_kwargs, init, norm=norm, dropout=dropout, residual=residual)
+                        activation_kwargs, init, norm=norm, dropout=dropout, residual=residual, hidden=hidden)
 
 
 @register("preact_resnet18", "pre-activation ResNet-18, CIFAR 3x3 stem (11.17M, kuangliu)")
 def preact_resnet18(num_classes: int = 10, widths: Sequence[int] = (64, 128, 256, 512),
                     depths: Sequence[int] = (2, 2, 2, 2), activation: str = "relu",
                     activation_kwargs: dict | None = None, norm: str = "batchnorm", dropout: float = 0.0,
-                    residual: bool = True, final_act: bool = False, init: str = "default") -> nn.Module:
+                    residual: bool = True, final_act: bool = False, hidden: Sequence[int] = (),
+                    init: str = "default") -> nn.Module:
     return build_resnet(PreActBlock, depths, widths, num_classes, activation, activation_kwargs, init,
-                        norm=norm, dropout=dropout, residual=residual, stem_act=False, final_act=final_act)
+                        norm=norm, dropout=dropout, residual=residual, stem_act=False, final_act=final_act,
+                        hidden=hidden)
 
 
 @register("resnet3stage", "3-stage ResNet 64/128/256, basic blocks [2,2,2], global avg-pool (2.78M)")
 def resnet3stage(num_classes: int = 10, widths: Sequence[int] = (64, 128, 256),
                  depths: Sequence[int] = (2, 2, 2), activation: str = "relu",
                  activation_kwargs: dict | None = None, norm: str = "batchnorm", dropout: float = 0.0,
-                 residual: bool = True, init: str = "default") -> nn.Module:
+                 residual: bool = True, hidden: Sequence[int] = (), init: str = "default") -> nn.Module:
     return build_resnet(BasicBlock, depths, widths, num_classes, activation, activation_kwargs, init,
-                        norm=norm, dropout=dropout, residual=residual)
+                        norm=norm, dropout=dropout, residual=residual, hidden=hidden)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
-from cifarlab.models.layers import activation_factory, check_positive, check_rate, conv_bn_act, init_weights
+from cifarlab.models.layers import activation_factory, check_positive, classifier_head, conv_bn_act, init_weights
 from cifarlab.models.registry import register
 
 CFG: dict[str, tuple[int | str, ...]] = {
@@ -18,7 +20,8 @@ CFG: dict[str, tuple[int | str, ...]] = {
 
 class VGG(nn.Module):
     def __init__(self, cfg: tuple[int | str, ...], num_classes: int, activation: str,
-                 activation_kwargs: dict | None, norm: str, dropout: float, width_mult: float) -> None:
+                 activation_kwargs: dict | None, norm: str, dropout: float, width_mult: float,
+                 hidden: Sequence[int] = ()) -> None:
         super().__init__()
         check_positive("width_mult", width_mult, integer=False)
         act = activation_factory(activation, activation_kwargs)
@@ -32,10 +35,8 @@ class VGG(nn.Module):
                 layers += conv_bn_act(cin, cout, 3, norm=norm, act=act, bias=True)  # kuangliu keeps conv bias
                 cin = cout
         self.features = nn.Sequential(*layers)  # 32x32 -> 1x1 after five pools: the head needs no pooling
-        head: list[nn.Module] = [nn.Flatten()]
-        if check_rate("dropout", dropout) > 0:
-            head.append(nn.Dropout(dropout))
-        self.classifier = nn.Sequential(*head, nn.Linear(cin, num_classes))
+        # 32x32 -> 1x1 after five pools: the pooled head's pool is the identity, its FCs those of the old head.
+        self.classifier = classifier_head(cin, num_classes, dropout, hidden=hidden, act=act)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
@@ -44,8 +45,8 @@ class VGG(nn.Module):
 def _register(name: str, millions: float) -> None:
     def factory(num_classes: int = 10, width_mult: float = 1.0, activation: str = "relu",
                 activation_kwargs: dict | None = None, norm: str = "batchnorm", dropout: float = 0.0,
-                init: str = "default") -> nn.Module:
-        model = VGG(CFG[name], num_classes, activation, activation_kwargs, norm, dropout, width_mult)
+                hidden: Sequence[int] = (), init: str = "default") -> nn.Module:
+        model = VGG(CFG[name], num_classes, activation, activation_kwargs, norm, dropout, width_mult, hidden)
         return init_weights(model, init)
 
     factory.__name__ = factory.__qualname__ = name

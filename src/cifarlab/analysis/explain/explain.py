@@ -28,7 +28,12 @@ from typing import Any
 import torch
 
 from cifarlab.analysis.explain.attribution import METHOD_NAMES, attribute, plot_attributions
-from cifarlab.analysis.explain.filters import plot_deep_filters, plot_feature_maps, plot_first_layer
+from cifarlab.analysis.explain.filters import (
+    plot_deep_filter_images,
+    plot_deep_filters,
+    plot_feature_maps,
+    plot_first_layer,
+)
 from cifarlab.analysis.explain.layers import default_feature_layers, default_target_layer, resolve_layer
 from cifarlab.analysis.explain.mistakes import (
     confident_mistakes,
@@ -99,6 +104,7 @@ def _validate_layers(run: LoadedRun, s: ExplainSettings) -> tuple[str | None, li
 def _part_filters(run: LoadedRun, splits: Splits, s: ExplainSettings, out: Path, features: list[str]) -> dict:
     first = plot_first_layer(run.model, out / "filters_first_layer.png")
     deep = plot_deep_filters(run.model, out / "filters_deep.png")
+    deep["images"] = plot_deep_filter_images(run.model, out / "filters_deep_images.png")
     idx = sample_indices(len(splits.test_y), s.feature_images, s.seed, stream=2)
     images, labels = splits.test_x[idx], splits.test_y[idx]
     maps = plot_feature_maps(run.model, run.augment.eval(images.to(run.device)), images, labels, features,

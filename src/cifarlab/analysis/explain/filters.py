@@ -4,6 +4,8 @@
   filter (only the pattern is comparable between filters; their norms are in the deeper-layer figure).
 * Deeper layers: for every later Conv2d, the distribution of its per-filter L2 norms (box plot per layer) and
   its mean |weight| per kernel position (which taps of the k x k kernels the layer uses).
+* Deeper filters as images: for up to 8 later k x k convs (evenly spaced), the first 16 filters, each drawn as
+  its kernel on the input channel it weighs most (largest L2 norm), diverging colours around 0 scaled per filter.
 * Feature maps: forward hooks on chosen layers (default: the end of each resolution stage), the 8 channels
   with the largest mean activation over the shown images, each tile min-max scaled.
 """
@@ -95,6 +97,37 @@ def plot_deep_filters(model: nn.Module, path: Path, max_kernels: int = 12) -> di
     return {"layers": len(convs), "norm_mean_per_layer": {n: float(v.mean()) for (n, _), v in zip(convs, norms)}}
 
 
+def deep_filter_tiles(weight: Tensor, max_filters: int = 16) -> np.ndarray:
+    """(C_out, C_in, k, k) -> (n, k, k) kernels in [-1, 1]: each filter's strongest input channel (largest L2
+    norm), divided by its largest |w| (0 stays 0: the sign pattern is what is shown)."""
+    w = weight.detach().cpu().double()[:max_filters]
+    strongest = w.flatten(2).norm(dim=2).argmax(1)
+    k = w[torch.arange(len(w)), strongest]
+    return (k / k.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None]).numpy()
+
+
+def plot_deep_filter_images(model: nn.Module, path: Path, max_layers: int = 8, max_filters: int = 16) -> dict:
+    """Deeper convs' kernels as images: one row per layer (up to ``max_layers``, evenly spaced)."""
+    spatial = [(n, m) for n, m in conv_layers(model)[1:] if m.weight.shape[-1] * m.weight.shape[-2] > 1]
+    if len(spatial) > max_layers:
+        step = (len(spatial) - 1) / (max_layers - 1)
+        spatial = [spatial[round(i * step)] for i in range(max_layers)]
+    fig = new_figure(0.5 * max_filters + 2.5, 0.75 * max(len(spatial), 1) + 1.0)
+    if not spatial:
+        fig.text(0.5, 0.5, "no k x k convolution after the first", ha="center", va="center")
+    for row, (name, m) in enumerate(spatial):
+        ax = fig.add_subplot(len(spatial), 1, row + 1)
+        tiles = deep_filter_tiles(m.weight, max_filters)
+        ax.imshow(mosaic(tiles, len(tiles), pad=1), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(f"deeper filters: first {max_filters} of each layer, the kernel on each filter's strongest input "
+                 "channel (red > 0 > blue, scaled per filter)", fontsize=9)
+    save_png(fig, path)
+    return {"layers": [n for n, _ in spatial], "filters_per_layer": max_filters}
+
+
 @torch.no_grad()
 def capture(model: nn.Module, x: Tensor, names: list[str]) -> dict[str, Tensor]:
     """Outputs of the named layers for input ``x`` (eval mode), via forward hooks removed afterwards."""
@@ -146,5 +179,6 @@ def plot_feature_maps(model: nn.Module, x: Tensor, images: Tensor, labels: Tenso
     return info
 
 
-__all__ = ["capture", "conv_layers", "first_layer_rgb", "plot_deep_filters", "plot_feature_maps",
+__all__ = ["capture", "conv_layers", "deep_filter_tiles", "first_layer_rgb", "plot_deep_filter_images",
+           "plot_deep_filters", "plot_feature_maps",
            "plot_first_layer"]

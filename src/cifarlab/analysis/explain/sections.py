@@ -18,6 +18,9 @@ FIGURES: list[tuple[str, str, str]] = [
      "each scaled to its own min..max: colour and edge detectors appear as the model trains."),
     ("filters_deep.png", "Deeper filters", "Per-filter L2 norms of every later convolution (box: quartiles, "
      "whiskers: range without outliers) and mean |weight| per kernel tap."),
+    ("filters_deep_images.png", "Deeper filters as images", "For up to 8 later k x k convolutions (one row "
+     "each), the first 16 filters drawn as their kernel on the input channel each weighs most; red positive, blue "
+     "negative, each filter scaled to its largest |weight|."),
     ("feature_maps.png", "Feature maps", "For a few test images, the most active channels at the end of each "
      "resolution stage (each tile scaled to its own range)."),
     ("attribution_gradcam.png", "Grad-CAM", "Captum LayerGradCam (ReLU on the map, bilinear upsampling to 32x32) "
