@@ -65,7 +65,7 @@ COMMANDS = {name: handler for name, _, handler in COMMAND_TABLE}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cifarlab import __version__
+    from cifarlab.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="cifarlab",

@@ -296,6 +296,7 @@ class TrainConfig:
 class RunConfig:
     name: str = ""  # run name; empty: derived from the preset/model and a timestamp
     description: str = ""  # free text kept with the run (presets say what they reproduce)
+    preset: str = ""  # the shipped preset the config started from (set by load_config; names runs quick-<stamp>)
     out_dir: str = "runs"  # parent directory of run directories
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` extra)
     data: DataConfig = field(default_factory=DataConfig)
@@ -582,7 +583,10 @@ def load_config(
     for path in files or []:
         merged = merge_layer(merged, read_yaml(path))
     merged = merge_layer(merged, *(parse_override(text) for text in overrides or []))
-    return validate(build_section(RunConfig, merged))
+    cfg = validate(build_section(RunConfig, merged))
+    if preset and not cfg.preset:
+        cfg.preset = preset.replace("-", "_")  # one spelling, as `cifarlab presets` lists them
+    return cfg
 
 
 def config_from_dict(values: dict[str, Any]) -> RunConfig:

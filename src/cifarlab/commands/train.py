@@ -166,7 +166,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run directory or checkpoint on the test set")
     p.add_argument("target", metavar="RUN_OR_CHECKPOINT")
-    p.add_argument("--weights", choices=["last", "best"], default="last", help="which checkpoint of a run dir")
+    p.add_argument("--weights", choices=["last", "best"], default=None,
+                   help="which checkpoint of a run dir (default: the one the run was tested on, train.test_weights)")
     p.add_argument("--data-dir", help="where CIFAR-10 is (default: the run's data.dir)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import cifarlab
+from cifarlab import version as cifarlab_version
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,7 +77,7 @@ def _git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(cifarlab.__file__).parent,
+            cwd=Path(cifarlab_version.__file__).parent,
             capture_output=True,
             text=True,
             timeout=5,
@@ -89,7 +89,7 @@ def _git_commit() -> str | None:
 
 def environment_info(device: torch.device | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "cifarlab": cifarlab.__version__,
+        "cifarlab": cifarlab_version.__version__,
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +79,20 @@ def averaged_state(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     return checkpoint.get("averaged", checkpoint.get("eval_model"))
 
 
-def resolve_checkpoint(target: str | Path, weights: str = "last") -> Path:
-    """A run directory -> its ``checkpoints/<weights>.pt``; a file is taken as it is."""
+def tested_weights(run_dir: Path) -> str:
+    """Which checkpoint a run's test accuracy was measured on (``train.test_weights``): "last" or "best"."""
+    try:
+        return str(json.loads((run_dir / "summary.json").read_text()).get("test_weights") or "last")
+    except (OSError, ValueError):
+        return "last"
+
+
+def resolve_checkpoint(target: str | Path, weights: str | None = None) -> Path:
+    """A run directory -> its ``checkpoints/<weights>.pt`` (None: the weights the run was tested on); a file is
+    taken as it is."""
     target = Path(target)
     if target.is_dir():
+        weights = weights or tested_weights(target)
         path = target / "checkpoints" / f"{weights}.pt"
         if not path.is_file():
             raise CheckpointError(f"run directory '{target}' has no {weights} checkpoint ({path} missing)")
@@ -93,7 +104,7 @@ def resolve_checkpoint(target: str | Path, weights: str = "last") -> Path:
 
 def evaluate_checkpoint(
     target: str | Path,
-    weights: str = "last",
+    weights: str | None = None,
     data_dir: str | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from cifarlab.errors import CheckpointError
 # computed (a run's numbers do not depend on them). Everyone who checks "same run?" uses this list.
 RESUME_SAFE_KEYS: tuple[tuple[str, ...], ...] = (
     ("train", "epochs"), ("train", "max_steps"), ("train", "device"), ("train", "log_every"),
-    ("data", "dir"), ("data", "download"), ("name",), ("out_dir",), ("description",), ("tensorboard",),
+    ("data", "dir"), ("data", "download"), ("name",), ("out_dir",), ("description",), ("preset",), ("tensorboard",),
 )
 
 
@@ -55,7 +55,7 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path) 
 
 def default_run_name(cfg: RunConfig, preset: str | None = None) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{preset or cfg.model.name}-{stamp}"
+    return f"{(preset or cfg.preset).replace('-', '_') or cfg.model.name}-{stamp}"
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path | None, resume: bool) -> Path:
