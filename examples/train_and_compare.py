@@ -1,4 +1,4 @@
-"""Train the quick preset at two learning rates from Python, compare them, write an HTML report.
+"""Train the quick_cnn preset at two learning rates from Python, compare them, write an HTML report.
 
     python examples/train_and_compare.py --data-dir ../shared/datasets      # real CIFAR-10, 3 epochs on 10k images
     python examples/train_and_compare.py --tiny                              # synthetic data, seconds (CI runs this)
@@ -30,7 +30,7 @@ def main() -> None:
         common = [*common, f"data.dir={Path(args.data_dir).resolve()}"]
     summaries = {}
     for lr in (0.05, 0.2):
-        cfg = load_config("quick", overrides=[*common, f"optim.lr={lr}", f"out_dir={args.out}", f"name=lr{lr}"])
+        cfg = load_config("quick_cnn", overrides=[*common, f"optim.lr={lr}", f"out_dir={args.out}", f"name=lr{lr}"])
         summaries[lr] = train(cfg, data=data, progress=False)
 
     print(f"{'optim.lr':>8}  {'val acc':>8}  {'test acc':>8}")

@@ -46,8 +46,8 @@ def test_python_run_is_named_like_the_cli(tmp_path):
 
 
 def test_make_config_from_preset_file_and_config(tmp_path):
-    cfg = cifarlab.make_config("quick", "optim.lr=0.01")
-    assert (cfg.optim.lr, cfg.preset) == (0.01, "quick")
+    cfg = cifarlab.make_config("quick_cnn", "optim.lr=0.01")
+    assert (cfg.optim.lr, cfg.preset) == (0.01, "quick_cnn")
     assert cifarlab.make_config(cfg, "train.epochs=2").train.epochs == 2
     path = tmp_path / "my.yaml"
     path.write_text("optim: {name: adam, lr: 0.001}\n")
