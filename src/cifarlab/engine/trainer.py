@@ -83,8 +83,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
                  data: CifarArrays | None = None, progress: bool | None = None,
                  callbacks: Iterable[Callback] = (), withhold_test: bool = False) -> None:
-        self.cfg, self.resume, self.progress = cfg, resume, progress
-        self.withhold_test = withhold_test
+        self.cfg, self.resume, self.progress, self.withhold_test = cfg, resume, progress, withhold_test
         self.device = resolve_device(cfg.train.device)
         self.run_dir = prepare_run_dir(cfg, Path(run_dir) if run_dir else None, resume)
         self._data = data
@@ -394,10 +393,7 @@ class Trainer:
             last = self.history[-1]
             summary.update(final_train_loss=last["train_loss"], final_train_acc=last["train_acc"],
                            final_val_loss=last["val_loss"], final_val_acc=last["val_acc"])
-            if self.withhold_test:
-                summary["test_withheld"] = True
-            else:
-                self._test(summary)
+            summary.update(test_withheld=True) if self.withhold_test else self._test(summary)
         if self.status == "diverged":
             summary["status"], summary["error"] = "diverged", self.error
         self.callbacks.call("on_fit_end", self, summary)
