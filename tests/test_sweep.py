@@ -108,7 +108,7 @@ def test_expand_labels_dirs_and_configs():
 
 
 def test_base_preset_overrides_and_scales():
-    raw = {"name": "s", "base": {"preset": "quick", "overrides": {"optim.lr": 0.01}, "train": {"epochs": 3}},
+    raw = {"name": "s", "base": {"preset": "quick_cnn", "overrides": {"optim.lr": 0.01}, "train": {"epochs": 3}},
            "scales": {"quick": {"data.subset": 1000}, "full": {"train.epochs": 30}}, "scale": "quick",
            "axes": {"loss.name": ["cross_entropy", "nll"]}}
     quick = expand(parse_spec(raw))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from tests.synthetic import TINY, synthetic_cifar
 
 from cifarlab.config import load_config, read_yaml
@@ -240,7 +241,14 @@ def test_two_jobs_share_one_study_and_give_the_sequential_trials(data, tmp_path)
     config, so --jobs 2 (two processes on one SQLite study) gives the same trials and values as --jobs 1."""
     choices = [0.01, 0.02, 0.05, 0.1]
     spec = tiny_spec(space={"optim.lr": {"type": "categorical", "choices": choices}}, n_trials=4)
-    seq = run_tune(spec, tmp_path / "seq", data=data, final=False)
+    # The workers of --jobs 2 train with 1 thread each (cpus_per_trial=1); CPU sums depend on the thread count,
+    # so the sequential reference runs at 1 thread too.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seq = run_tune(spec, tmp_path / "seq", data=data, final=False)
+    finally:
+        torch.set_num_threads(threads)
     par = run_tune(spec, tmp_path / "par", data=data, final=False, jobs=2, cpus_per_trial=1)
 
     def values(result):
