@@ -293,8 +293,26 @@ def test_ray_workers_share_the_study(data, tmp_path):
     spec = tiny_spec(space={"optim.lr": {"type": "categorical", "choices": [0.01, 0.05, 0.1]}}, n_trials=3)
     result = run_tune(spec, tmp_path, data=data, final=False, executor="ray", jobs=2, cpus_per_trial=1)
     rows = list(csv.DictReader((result.tune_dir / "trials.csv").open()))
-    assert sorted(float(r["optim.lr"]) for r in rows) == [0.01, 0.05, 0.1]
-    assert {r["state"] for r in rows} == {"complete"}
+    seen = [(r["number"], r["state"], r["status"], r["optim.lr"], r["error"]) for r in rows]
+    assert sorted(float(r["optim.lr"]) for r in rows) == [0.01, 0.05, 0.1], seen
+    assert {r["state"] for r in rows} == {"complete"}, seen
+
+
+def test_a_trial_killed_before_it_was_stamped_is_requeued_once_stale(tmp_path, monkeypatch):
+    """A worker killed between asking for a trial and stamping it (host, pid) leaves a RUNNING trial nobody owns:
+    left alone while it may still be stamped, failed and re-enqueued once it is stale."""
+    from cifarlab.experiments import tune
+
+    spec = tiny_spec(sampler="tpe")
+    study = open_study(spec, storage_url(spec, tmp_path))
+    study.ask()  # RUNNING, no host/pid
+    assert tune.requeue_orphans(study, lambda _: None) == 0
+    monkeypatch.setattr(tune, "UNSTAMPED_TIMEOUT_S", -1)
+    lines: list[str] = []
+    assert tune.requeue_orphans(study, lines.append) == 1
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert study.trials[0].user_attrs["interrupted"] is True and "trial 0" in lines[0]
 
 
 def test_a_spent_timeout_runs_no_trial_and_says_so(data, tmp_path):

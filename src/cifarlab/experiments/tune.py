@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,15 +130,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# A trial is asked for before its worker can stamp it with host and pid; one killed in between carries neither.
+# Nobody can own it after this long, since a worker stamps its trial within milliseconds of asking.
+UNSTAMPED_TIMEOUT_S = 600
+
+
+def _orphaned(t: Any) -> bool:
+    host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
+    if pid is None:
+        started = t.datetime_start
+        return started is not None and (datetime.now() - started).total_seconds() > UNSTAMPED_TIMEOUT_S
+    return host == HOST and (not _pid_alive(int(pid)) or int(pid) == os.getpid())
+
+
 def requeue_orphans(study: Any, log: Log) -> int:
     """Trials left RUNNING by a dead process of this host: marked failed (``interrupted``), their parameters and
     run directory enqueued again. Trials of live processes or of other hosts are left alone."""
     optuna = optuna_module()
     storage, n = study._storage, 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
-        if host != HOST or pid is None or (_pid_alive(int(pid)) and int(pid) != os.getpid()):
+        if not _orphaned(t):
             continue
+        pid = t.user_attrs.get("pid")
         storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"run_dir": t.user_attrs.get("run_dir"),
@@ -225,10 +239,10 @@ def run_trial(spec: TuneSpec, study: Any, trial: Any, tune_dir: Path, data: Any,
     from cifarlab.experiments.executors import _one_line
 
     optuna = optuna_module()
-    params = suggest(trial, spec.space)
     rel = trial.user_attrs.get("run_dir") or f"trials/t{trial.number:04d}"
-    for key, value in (("run_dir", rel), ("host", HOST), ("pid", os.getpid())):
+    for key, value in (("host", HOST), ("pid", os.getpid()), ("run_dir", rel)):  # stamped first: see _orphaned
         trial.set_user_attr(key, value)
+    params = suggest(trial, spec.space)
     values: list[float] = []
     try:
         for i, seed in enumerate(spec.seeds):
