@@ -72,7 +72,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"tune {spec.name}: no trial completed; see {result.tune_dir / 'trials.csv'}", file=sys.stderr)
         return 1
     final = result.final or {}
-    test = f", test_acc {final['test_acc']:.4f} (retrained once)" if final.get("test_acc") is not None else ""
-    print(f"tune {spec.name}: best trial {result.best_trial}, {spec.objective} {result.best_value:.4f}{test}; "
+    test = f", test_acc {100 * final['test_acc']:.2f} % (retrained once)" if final.get("test_acc") is not None else ""
+    print(f"tune {spec.name}: best trial {result.best_trial}, {spec.objective} {spec.show(result.best_value)}{test}; "
           f"config: {result.tune_dir / 'best_config.yaml'}")
     return 0

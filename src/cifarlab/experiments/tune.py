@@ -292,8 +292,8 @@ class Progress:
         best = ""
         if complete:
             b = study.best_trial
-            best = f"best {b.value:.4f} (trial {b.number})"
-        value = f"{outcome.value:.4f}" if outcome.value is not None else outcome.state
+            best = f"best {self.spec.show(b.value)} (trial {b.number})"
+        value = self.spec.show(outcome.value) if outcome.value is not None else outcome.state
         total = self.spec.n_trials
         eta = ""
         if total:
@@ -475,8 +475,8 @@ def _finish_tune(spec: TuneSpec, study: Any, tune_dir: Path, data: Any, data_dir
             from cifarlab.data import load_cifar10
 
             data = load_cifar10(data_dir or spec.base.get("data", {}).get("dir"), progress=False)
-        say(f"best trial {best.number}: {spec.objective} {best.value:.4f} {best.params}; retraining it once with "
-            "the test set")
+        say(f"best trial {best.number}: {spec.objective} {spec.show(best.value)} {best.params}; "
+            "retraining it once with the test set")
         summary = final_retrain(spec, best, tune_dir, data, progress)
     result = TuneResult(tune_dir, best.number if best else None, best.value if best else None,
                         dict(best.params) if best else {}, summary,

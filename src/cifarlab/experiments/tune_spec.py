@@ -138,6 +138,10 @@ class TuneSpec:
     def direction(self) -> str:
         return OBJECTIVES[self.objective]
 
+    def show(self, value: float) -> str:
+        """An objective value as every table of cifarlab shows it: accuracies in %, losses to 4 decimals."""
+        return f"{100 * value:.2f} %" if self.objective.endswith("acc") else f"{value:.4f}"
+
 
 def _parse_space(raw: dict[str, dict[str, Any]], source: str, sampler: str) -> dict[str, ParamSpec]:
     space: dict[str, ParamSpec] = {}
