@@ -33,7 +33,9 @@ def test_run_directory_contents_and_learning(tmp_path, data):
     assert summary == json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["train_images"] == 500 and summary["val_images"] == 100 and summary["test_images"] == 200
-    assert summary["params"] == count_params(create("quick_cnn", widths=[8, 16, 16]))
+    model = create("quick_cnn", widths=[8, 16, 16])
+    assert summary["params"] == count_params(model)  # trainable only
+    assert summary["params_total"] == sum(p.numel() for p in model.parameters())
     assert summary["macs"] > 0
     assert summary["test_acc"] > 0.8  # chance is 0.1
     assert summary["epochs_run"] == 4 and summary["steps"] == 4 * 10

@@ -46,7 +46,7 @@ examples:
   cifarlab sweep my_sweep.yaml --executor ray                # each run a Ray task (pip install cifarlab[ray])
   cifarlab bn-study                                          # VGG-A vs VGG-A+BN, Santurkar et al. (quick scale)
   cifarlab explain runs/quick-20261123-101500                # filters, Grad-CAM, mistakes, loss surfaces
-  cifarlab train --preset fast-cpu                           # the fast recipe at CPU size
+  cifarlab train --preset fast_cpu                           # the fast recipe at CPU size
   cifarlab bench                                             # throughput vs bare compute / DataLoader; roofline
   cifarlab tune cnn3 --data-dir ../shared/datasets           # hyper-parameter search on validation (Optuna)
   cifarlab report runs/sweeps --out report.html              # one self-contained HTML report

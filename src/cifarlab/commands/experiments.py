@@ -116,7 +116,7 @@ BENCH_EPILOG = """\
 examples:
   cifarlab bench --data-dir ../shared/datasets                       # throughput + roofline (~6 min, 2-core CPU)
   cifarlab bench --models quick_cnn --steps 4 --rounds 2             # one model, shorter
-  cifarlab bench --recipe fast-cpu --seeds 0,1,2 --models fast_net   # + time to accuracy of the fast recipe
+  cifarlab bench --recipe fast_cpu --seeds 0,1,2 --models fast_net   # + time to accuracy of the fast recipe
 """
 
 
@@ -130,7 +130,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--steps", type=int, default=5, help="timed steps per round (default 5)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds, best kept (default 3)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
-    p.add_argument("--recipe", help="also train this preset (e.g. fast-cpu) and report time to accuracy")
+    p.add_argument("--recipe", help="also train this preset (e.g. fast_cpu) and report time to accuracy")
     p.add_argument("--seeds", default="0", help="seeds of --recipe, comma-separated (default 0)")
     p.add_argument("--out", default="runs/bench", help="where bench.json (and recipe runs) go")
     p.add_argument("recipe_overrides", nargs="*", metavar="KEY=VALUE", help="overrides of --recipe's config")

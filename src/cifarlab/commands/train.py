@@ -124,7 +124,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     rows = [
         ("model", summary["model"]),
-        ("parameters", f"{summary['params']:,}"),
+        ("parameters (trainable)", f"{summary['params']:,}"),
         ("MACs / image", f"{summary['macs'] / 1e6:,.1f} M"),
         ("device", summary["device"]),
         ("train / val / test images", f"{summary['train_images']:,} / {summary['val_images']:,} / "

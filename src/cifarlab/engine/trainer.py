@@ -376,7 +376,8 @@ class Trainer:
         cfg = self.cfg
         return {
             "run": self.run_dir.name, "status": self.status, "model": cfg.model.name,
-            "params": self.params, "macs": self.macs, "device": str(self.device),
+            "params": self.params, "params_total": sum(p.numel() for p in self.raw_model.parameters()),
+            "macs": self.macs, "device": str(self.device),
             "amp": resolve_amp(cfg.train.amp, self.device), "data_source": self.data_source,
             "train_images": len(self.train_x), "val_images": len(self.val_x), "test_images": len(self.test_x),
             "epochs_planned": self.epochs, "max_steps": cfg.train.max_steps, "epochs_run": self.epoch,

@@ -11,7 +11,7 @@ Four measurements, each printed as it finishes and saved to ``bench.json``:
    fed to the same model in the default (NCHW) memory format. Ratio = cifarlab engine / conventional.
 3. **Roofline**: the machine's measured fp32 peak for a large 3x3 convolution and a large matrix product,
    and the GFLOP/s each training step achieves (3 x 2 x MACs per image: forward + two backward products).
-4. **Time to accuracy** (``--recipe fast-cpu``, opt-in: it trains): the recipe's wall time and final test
+4. **Time to accuracy** (``--recipe fast_cpu``, opt-in: it trains): the recipe's wall time and final test
    accuracy for each seed, mean ± std.
 
 Rounds are interleaved (bare, engine, conventional, bare, ...). Throughputs are the best round of each; the

@@ -88,7 +88,7 @@ class FastNet(nn.Module):
     """The options other than ``widths`` exist to ablate one piece at a time (``fast_ablations`` sweep):
     ``whiten="learned"`` makes the 2x2 stem an ordinary trained conv (default init), ``dirac=False`` keeps
     the convs' default init, ``frozen_bn_scale=False`` trains the BN scales. ``whiten_bias_epochs=N`` is
-    airbench's treatment of the stem's bias (weights' LR, frozen after N epochs); None (default, as fast-cpu was
+    airbench's treatment of the stem's bias (weights' LR, frozen after N epochs); None (default, as fast_cpu was
     measured) trains it throughout with the BN shifts' LR multiplier."""
 
     def __init__(self, num_classes: int = 10, widths: Sequence[int] = (64, 256, 256), whiten_kernel: int = 2,
