@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 import torch
@@ -542,6 +543,35 @@ def test_tta_views_and_average_against_manual_computation():
         assert result.acc == pytest.approx(float((expected.argmax(1) == y).float().mean()))
     plain = evaluate(net, x, y, aug, nn.CrossEntropyLoss(), 2)
     assert plain.loss == pytest.approx(float(F.cross_entropy(net(aug.eval(x)), y).detach()), rel=1e-5)
+
+
+def test_selective_tta_averages_only_the_unconfident_images():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, K)).eval()
+    with torch.no_grad():
+        net[-1].weight.mul_(30)  # spread the confidences over (0.1, 1)
+    aug = BatchAugment(crop_padding=1, channels_last=False)
+    plain, full = tta_probs(net, x, aug, "none"), tta_probs(net, x, aug, "flip_shift")
+    threshold = float(plain.max(1).values.median())
+    unsure = plain.max(1).values < threshold
+    assert 0 < int(unsure.sum()) < len(x)
+    selective = tta_probs(net, x, aug, "flip_shift", confidence=threshold)
+    torch.testing.assert_close(selective[unsure], full[unsure], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(selective[~unsure], plain[~unsure], rtol=0, atol=0)
+    assert torch.equal(tta_probs(net, x, aug, "flip_shift", confidence=1e-3), plain)  # nobody is below it
+    y = torch.arange(16) % K
+    result = evaluate(net, x, y, aug, nn.CrossEntropyLoss(), 5, tta="flip_shift", tta_confidence=threshold)
+    assert result.acc == pytest.approx(float((selective.argmax(1) == y).float().mean()))
+
+
+def test_selective_tta_config_is_checked():
+    assert load_config("quick", overrides=["train.tta_confidence=0.9"]).train.tta_confidence == 0.9
+    for bad, fragment in (("train.tta_confidence=1.5", "(0, 1]"), ("train.tta_confidence=0", "(0, 1]")):
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            load_config("quick", overrides=[bad])
+    with pytest.raises(ConfigError, match=re.escape("train.tta is 'none'")):
+        load_config("quick_cnn", overrides=["train.tta_confidence=0.9"])
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -267,6 +267,9 @@ class TrainConfig:
     swa_lr: float | None = None  # SWA: constant LR from swa_start_epoch on (null: keep the schedule)
     tta: Literal["none", "flip", "flip_shift"] = "none"  # test-time augmentation of validation and test
     tta_shift: int = 1  # flip_shift: pixels of the diagonal shifts (+s,+s) and (-s,-s)
+    # Selective TTA: only images whose plain-view confidence (max softmax) is below this get the other views;
+    # null: every image gets every view.
+    tta_confidence: float | None = None
 
     def check(self) -> None:
         self.early_stopping.check()
@@ -288,6 +291,9 @@ class TrainConfig:
         _need(swa is None or self.test_weights == "last", "train.test_weights", self.test_weights,
               "'last' when train.swa_start_epoch is set (the SWA average is what is tested)")
         _need(1 <= self.tta_shift <= 4, "train.tta_shift", self.tta_shift, "1..4 pixels")
+        conf = self.tta_confidence
+        _need(conf is None or 0 < conf <= 1, "train.tta_confidence", conf, "null or a confidence in (0, 1]")
+        _need(conf is None or self.tta != "none", "train.tta_confidence", conf, "null when train.tta is 'none'")
         _need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "train.device",
               self.device, "auto, cpu, cuda, cuda:N or mps")
 

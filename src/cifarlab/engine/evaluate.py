@@ -43,6 +43,7 @@ def evaluate(
     num_classes: int = 10,
     tta: str = "none",
     tta_shift: int = 1,
+    tta_confidence: float | None = None,
 ) -> EvalResult:
     """Loss, accuracy, per-class accuracy and confusion matrix of ``model`` (eval mode) on uint8 images.
 
@@ -61,7 +62,8 @@ def evaluate(
                 logits = model(x)
             total_loss += loss_fn(logits.float(), y).double() * len(y)
         else:
-            probs = tta_probs(model, images[start : start + batch_size], augment, tta, tta_shift, autocast)
+            probs = tta_probs(model, images[start : start + batch_size], augment, tta, tta_shift, autocast,
+                              tta_confidence)
             logits = probs.clamp_min(1e-12).log()  # log of the averaged distribution; argmax unchanged
             total_loss += F.nll_loss(logits, y).double() * len(y)
         pred = logits.argmax(1)
@@ -122,6 +124,7 @@ def evaluate_checkpoint(
     result = evaluate(
         model, splits.test_x.to(dev), splits.test_y.to(dev), build_augment(cfg), nn.CrossEntropyLoss(),
         cfg.train.eval_batch_size, autocast_context(cfg, dev), tta=cfg.train.tta, tta_shift=cfg.train.tta_shift,
+        tta_confidence=cfg.train.tta_confidence,
     )
     return {
         "checkpoint": str(path),

@@ -207,7 +207,7 @@ class Trainer:
                  tta: str | None = None) -> EvalResult:
         t = self.cfg.train
         return evaluate(model, images, labels, self.augment, self.eval_loss_fn, t.eval_batch_size, self.autocast,
-                        tta=t.tta if tta is None else tta, tta_shift=t.tta_shift)
+                        tta=t.tta if tta is None else tta, tta_shift=t.tta_shift, tta_confidence=t.tta_confidence)
 
     # -- loop ----------------------------------------------------------------------------------------------------
 

@@ -43,6 +43,12 @@ def tta_views(x: torch.Tensor, mode: str, shift: int = 1, pad_mode: str = "refle
     return views
 
 
+def _probs(model: nn.Module, augment: BatchAugment, x: torch.Tensor, autocast: Callable[[], Any]) -> torch.Tensor:
+    with autocast():
+        logits = model(augment.eval(x))
+    return logits.float().softmax(dim=1)
+
+
 @torch.no_grad()
 def tta_probs(
     model: nn.Module,
@@ -51,13 +57,25 @@ def tta_probs(
     mode: str = "none",
     shift: int = 1,
     autocast: Callable[[], Any] = contextlib.nullcontext,
+    confidence: float | None = None,
 ) -> torch.Tensor:
-    """Float32 (B, K): mean softmax of ``model`` (in its current mode) over the views of uint8 batch ``x``."""
-    views = tta_views(x, mode, shift, augment.pad_mode)
-    total = None
-    for v in views:
-        with autocast():
-            logits = model(augment.eval(v))
-        p = logits.float().softmax(dim=1)
-        total = p if total is None else total + p
-    return total / len(views)
+    """Float32 (B, K): mean softmax of ``model`` (in its current mode) over the views of uint8 batch ``x``.
+
+    ``confidence``: selective TTA. The image itself is seen first; only images whose max probability is below
+    ``confidence`` get the other views (and their mean over all views), the rest keep the plain prediction.
+    Most images of a trained model are confident, so this skips most of TTA's cost."""
+    plain = _probs(model, augment, x, autocast)
+    if mode == "none":
+        return plain
+    todo = torch.arange(len(x), device=x.device)
+    if confidence is not None:
+        todo = (plain.max(dim=1).values < confidence).nonzero().squeeze(1)
+        if len(todo) == 0:
+            return plain
+    views = tta_views(x[todo], mode, shift, augment.pad_mode)
+    total = plain[todo]
+    for v in views[1:]:  # summed in view order, as the mean over all views always was
+        total = total + _probs(model, augment, v, autocast)
+    out = plain.clone()
+    out[todo] = total / len(views)
+    return out
