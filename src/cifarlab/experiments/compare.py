@@ -125,8 +125,8 @@ def fmt_stat(stat: tuple[float, float, int], kind: str) -> str:
     if n == 0:
         return "-"
     scale, digits = {"acc": (100.0, 2), "loss": (1.0, 4), "seconds": (1.0, 1), "epochs": (1.0, 1)}[kind]
-    if kind == "epochs" and float(mean).is_integer() and (math.isnan(std) or float(std).is_integer()):
-        digits = 0  # epoch counts that agree over seeds are integers: "10", not "10.0"
+    if kind == "epochs" and float(mean).is_integer() and (math.isnan(std) or std == 0):
+        return f"{mean:.0f}"  # an epoch count all seeds share is an integer: "10", not "10.0" or "10.0 ± 0.0"
     m = f"{mean * scale:.{digits}f}"
     return m if math.isnan(std) else f"{m} ± {std * scale:.{digits}f}"
 

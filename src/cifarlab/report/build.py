@@ -212,7 +212,7 @@ def run_section(run: Run, root: Path) -> Section:
     s = run.summary
     sec = Section(f"Run {_rel(run.path, root)}" + ("" if run.ok else f" ({run.state()})"), run.path)
     seed = run.get("train.seed")
-    sec.text.append(f"1 run (seed {seed}): its own final-epoch numbers, no mean or spread over seeds."
+    sec.text.append(f"1 run (seed {seed}): the numbers below are its own final-epoch values (no mean, no spread)."
                     if s else f"1 run (seed {seed}), {run.state()}: it wrote no summary.json, so it has no test "
                     "numbers; `cifarlab train --resume RUN` continues it.")
     sec.tables.append(Table("Settings", "Resolved from the run's config.yaml (image counts and amp as the run "

@@ -115,7 +115,7 @@ def settings_rows(run: Run) -> list[list[str]]:
 def flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in config.items():
-        if isinstance(value, dict) and value and key != "options":
+        if isinstance(value, dict) and value:
             out.update(flat(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
