@@ -53,9 +53,12 @@ def _png(shade: int) -> bytes:
 
 
 def stub_figures(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plain PNGs instead of matplotlib figures (seconds each; test_report.py draws the real ones). The run's
+    """Plain PNGs instead of matplotlib figures (a second or more each; test_report.py draws the real ones). The run's
     convergence stub carries the sweep caption the report must replace for a single run."""
+    import cifarlab.engine.trainer as trainer
     import cifarlab.experiments.figures as figures
+
+    monkeypatch.setattr(trainer, "plot_lr", lambda *_a, **_k: None)  # each run's lr.png: the report draws none
 
     sweep_caption = "Line: mean over seeds; shaded band: min..max over seeds (up to 1 seed per variant)."
     monkeypatch.setattr(figures, "sweep_figures", lambda _d: [FigureOut("convergence", "Convergence",
