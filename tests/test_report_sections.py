@@ -163,7 +163,8 @@ def test_run_settings_table_and_single_run_wording(page):
     assert settings["optimizer"] == "sgd, lr 0.05, weight decay 0.0005"
     assert settings["epochs planned"] == "1" and settings["seed"] == "1" and settings["batch size"] == "50"
     assert settings["images train / val / test"] == "100 / 100 / 100"
-    assert settings["model"] == "quick_cnn (widths=[8, 16, 16])" and settings["preset"] == "none"
+    assert settings["model"] == "quick_cnn" and settings["model options"] == "widths=[8, 16, 16]"
+    assert settings["preset"] == "none" and settings["amp"] == "off" and settings["device"] == "cpu"
     assert settings["training subset"] == "all" and settings["schedule"] == "cosine"
     assert "1 run (seed 1)" in sec and "over seeds" not in sec and "seed per variant" not in sec
     assert "1 run, so no band" in sec  # the convergence figure's caption, rewritten for one run
@@ -196,7 +197,8 @@ def test_interrupted_run_is_listed_with_its_epoch(page):
     rows = _tables(_section(text, "Runs in runs"))["Runs that did not finish"]
     assert [c for c, _ in rows[1]][:3] == ["stopped", "interrupted at epoch 1 of 2", "1"]
     sec = _section(text, "Run runs/stopped (interrupted at epoch 1 of 2)")
-    assert _kv(_tables(sec)["Settings"])["training subset"] == "60 images"
+    settings = _kv(_tables(sec)["Settings"])
+    assert settings["training subset"] == "60 images" and settings["amp"] == "off"  # from env.json
     assert "Summary" not in _tables(sec)
 
 
@@ -206,7 +208,9 @@ def test_sweep_section_shows_the_settings_that_differ(page):
     per_variant = tables["Settings per variant"]
     assert [c for c, _ in per_variant[0]] == ["model.options.activation", "runs", "seeds"]
     assert [[c for c, _ in r] for r in per_variant[1:]] == [["relu", "1", "0"], ["elu", "1", "0"]]
-    assert _kv(tables["Settings shared by all runs"])["epochs planned"] == "1"
+    shared = _kv(tables["Settings shared by all runs"])
+    assert shared["epochs planned"] == "1" and shared["model"] == "quick_cnn" and "model options" not in shared
+    assert "Weight of the comparison" in text and "anecdotal" in _section(text, "Sweep sweeps/acts")
     results = tables["Results per variant"]
     epochs_col = [c for c, _ in results[0]].index("epochs")
     assert all(row[epochs_col][0] == "1" for row in results[1:])  # an integer column, not "1.0"

@@ -73,7 +73,7 @@ def add_items(sec: Section, m: Manifest, prefix: str = "") -> None:
 def manifest_section(m: Manifest, root: Path) -> Section:
     sec = Section(m.title.replace("{path}", _rel(m.folder, root)), m.folder)
     add_items(sec, m)
-    sec.tables[:0] = variant_tables(m)  # what was run, before what came out
+    sec.tables[:0] = variant_tables(m, sec)  # what was run, before what came out
     return sec
 
 
@@ -135,7 +135,7 @@ def _add_folder_sections(sections: dict[Path, Section], runs: list[Run], root: P
         unfinished = unfinished_rows(members, folder)
         if unfinished:
             sec.tables.append(Table("Runs that did not finish", "Interrupted (no summary.json: the run stopped "
-                                    "before its end; `cifarlab train --resume RUN` continues it), diverged or "
+                                    "before its end; 'cifarlab train --resume RUN' continues it), diverged or "
                                     "failed runs; they are left out of the comparison above.",
                                     UNFINISHED_HEADER, unfinished))
 
@@ -152,12 +152,15 @@ def _covered_runs(m: Manifest) -> list[Run]:
     return runs
 
 
-def variant_tables(m: Manifest) -> list[Table]:
+def variant_tables(m: Manifest, sec: Section) -> list[Table]:
     """The settings of a producer's runs (a sweep's variants): shared ones, and per config those that differ."""
     runs = _covered_runs(m)
     if not runs:
         return []
     shared, header, rows = variant_settings(runs)
+    finished = [r for r in runs if r.ok]
+    if len(header) > 2 and finished:  # the sweep's best variant, weighed by the same rule as stand-alone runs
+        sec.text.append("Weight of the comparison: " + compare_runs(finished).verdict)
     tables = [Table("Settings shared by all runs", "Resolved from each run's config.yaml (image counts from its "
                     "summary.json).", ["setting", "value"], shared)]
     if len(header) > 2:
@@ -214,7 +217,7 @@ def run_section(run: Run, root: Path) -> Section:
     seed = run.get("train.seed")
     sec.text.append(f"1 run (seed {seed}): the numbers below are its own final-epoch values (no mean, no spread)."
                     if s else f"1 run (seed {seed}), {run.state()}: it wrote no summary.json, so it has no test "
-                    "numbers; `cifarlab train --resume RUN` continues it.")
+                    "numbers; 'cifarlab train --resume RUN' continues it.")
     sec.tables.append(Table("Settings", "Resolved from the run's config.yaml (image counts and amp as the run "
                             "used them, from its summary.json).", ["setting", "value"], settings_rows(run)))
     if s:
@@ -234,7 +237,7 @@ padding:0 1rem;line-height:1.45}
 h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2.5rem}
 table{border-collapse:collapse;margin:.5rem 0 .3rem;font-size:.85rem}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}th{background:#f0f0f0}
-th.n,td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+th.n,td.n{text-align:right;font-variant-numeric:tabular-nums}td.n{white-space:nowrap}.wide{overflow-x:auto}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}
 figcaption,.caption{color:#555;font-size:.85rem;max-width:60rem}
 nav li{margin:.15rem 0}
@@ -272,13 +275,14 @@ def render_html(sections: list[Section], title: str) -> str:
         parts += [f"<p>{e(p)}</p>" for p in sec.text]
         for table in sec.tables:
             t_no += 1
-            parts.append(f"<h3>Table {t_no}. {e(table.title)}</h3><table><thead><tr>")
+            parts.append(f"<h3>Table {t_no}. {e(table.title)}</h3>"
+                         '<div class="wide"><table class="report-table"><thead><tr>')  # wide tables scroll
             cls = [' class="n"' if num else "" for num in numeric_columns(table)]
             parts += [f"<th{c}>{e(h)}</th>" for c, h in zip(cls, table.header)]
             parts.append("</tr></thead><tbody>")
             for row in table.rows:
                 parts.append("<tr>" + "".join(f"<td{c}>{e(str(v))}</td>" for c, v in zip(cls, row)) + "</tr>")
-            parts.append(f'</tbody></table><p class="caption">{e(table.caption)}</p>')
+            parts.append(f'</tbody></table></div><p class="caption">{e(table.caption)}</p>')
         for fig in sec.figures:
             f_no += 1
             data = base64.b64encode(fig.png).decode("ascii")

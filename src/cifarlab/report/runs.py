@@ -27,6 +27,7 @@ class Run:
     config: dict[str, Any]
     summary: dict[str, Any] = field(default_factory=dict)  # {} while the run has not finished
     epochs: list[dict[str, float]] = field(default_factory=list)
+    env: dict[str, Any] = field(default_factory=dict)  # env.json: written at the start, so interrupted runs have it
 
     @property
     def ok(self) -> bool:
@@ -72,16 +73,16 @@ def load_run(folder: Path) -> Run:
     config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return Run(folder, config, summary, read_csv(folder / "epochs.csv"))
+    env_path = folder / "env.json"
+    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    return Run(folder, config, summary, read_csv(folder / "epochs.csv"), env)
 
 
 # --- settings -------------------------------------------------------------------------------------------------
 
 
-def _model(run: Run) -> str:
-    options = run.get("model.options") or {}
-    opts = ", ".join(f"{k}={v}" for k, v in options.items())
-    return f"{run.get('model.name', '-')}" + (f" ({opts})" if opts else "")
+def _options(run: Run) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (run.get("model.options") or {}).items()) or "none"
 
 
 def _images(run: Run) -> str:
@@ -98,7 +99,8 @@ def settings_rows(run: Run) -> list[list[str]]:
                                           if (g("train.grad_accum_steps") or 1) > 1 else "")
     warmup = g("sched.warmup_epochs") or 0
     return [
-        ["model", _model(run)],
+        ["model", str(run.get("model.name", "-"))],
+        ["model options", _options(run)],
         ["preset", g("preset") or "none"],
         ["training subset", "all" if g("data.subset") is None else f"{g('data.subset'):,} images"],
         ["images train / val / test", _images(run)],
@@ -106,8 +108,8 @@ def settings_rows(run: Run) -> list[list[str]]:
         ["batch size", batch],
         ["optimizer", f"{g('optim.name')}, lr {g('optim.lr')}, weight decay {g('optim.weight_decay')}"],
         ["schedule", f"{g('sched.name')}" + (f", warm-up {warmup} epochs" if warmup else "")],
-        ["amp", str(s.get("amp", g("train.amp")))],
-        ["device", str(s.get("device", g("train.device")))],
+        ["amp", str(s.get("amp", run.env.get("amp", g("train.amp"))))],  # as resolved on the machine
+        ["device", str(s.get("device", run.env.get("device", g("train.device"))))],
         ["seed", str(g("train.seed"))],
     ]
 
