@@ -57,18 +57,19 @@ def test_report_is_self_contained_and_complete(lab, tmp_path, capsys):
     counts = report_counts(text)
     # sweep: convergence, test accuracy, LR, confusion of the best variant; single run: curves, LR, confusion
     assert counts["figures"] == counts["data_images"] == 7
-    # sweep: results + failed runs; single run: summary
-    assert counts["tables"] == 3
+    # sweep: shared settings, results, failed runs (no per-variant settings: the bogus variant's runs fail at the
+    # start and leave no run directory, so one config remains); single run: settings, summary
+    assert counts["tables"] == 5
     for src in srcs:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     for needle in ("Sweep sweeps/acts", "Run single", "activation=relu", "activation=bogus", "Figure 7.",
-                   "Table 3.", "min..max over seeds", "sample std", "tiny sweep"):
+                   "Table 5.", "min..max over seeds", "sample std", "tiny sweep", "1 run (seed 0)"):
         assert needle in text, needle
 
-    md = out.with_suffix(".md").read_text()
+    md = (tmp_path / "rep.assets" / "rep.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(links) == 7 and all((out.parent / link).is_file() for link in links)
-    assert md.count("### Table") == 3 and "| variant | runs ok / n |" in md
+    assert len(links) == 7 and all((tmp_path / "rep.assets" / link).is_file() for link in links)
+    assert md.count("### Table") == 5 and "| variant | runs ok / n |" in md
 
 
 def test_report_default_location_and_errors(lab, tmp_path):

@@ -125,8 +125,17 @@ def fmt_stat(stat: tuple[float, float, int], kind: str) -> str:
     if n == 0:
         return "-"
     scale, digits = {"acc": (100.0, 2), "loss": (1.0, 4), "seconds": (1.0, 1), "epochs": (1.0, 1)}[kind]
+    if kind == "epochs" and float(mean).is_integer() and (math.isnan(std) or std == 0):
+        return f"{mean:.0f}"  # an epoch count all seeds share is an integer: "10", not "10.0" or "10.0 ± 0.0"
     m = f"{mean * scale:.{digits}f}"
     return m if math.isnan(std) else f"{m} ± {std * scale:.{digits}f}"
+
+
+def separated(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool:
+    """Are two (mean, std, n) told apart? Only with >= 2 seeds each and mean ± std intervals that do not overlap:
+    with one seed the spread is unknown, so any difference is anecdotal."""
+    (ma, sa, na), (mb, sb, nb) = a, b
+    return na > 1 and nb > 1 and abs(ma - mb) > sa + sb
 
 
 def _fmt_count(v: int | None, unit: float = 1.0, suffix: str = "") -> str:
@@ -188,13 +197,13 @@ def ordering_verdict(variants: list[VariantStats], ref: dict[str, Any]) -> str:
         for worse in groups[i + 1:]:
             for a in better:
                 for b in worse:
-                    (ma, sa, na), (mb, sb, nb) = stats.get(a, (0, 0, 0)), stats.get(b, (0, 0, 0))
-                    if not na or not nb:
+                    sta, stb = stats.get(a, (0, 0, 0)), stats.get(b, (0, 0, 0))
+                    if not sta[2] or not stb[2]:
                         continue
                     pairs += 1
-                    same_order += ma > mb
-                    decided = na > 1 and nb > 1 and abs(ma - mb) > sa + sb
-                    counts["inconclusive" if not decided else "agree" if ma > mb else "disagree"] += 1
+                    same_order += sta[0] > stb[0]
+                    decided = separated(sta, stb)
+                    counts["inconclusive" if not decided else "agree" if sta[0] > stb[0] else "disagree"] += 1
     if not pairs:
         return "ordering vs the report: nothing to compare (fewer than two ranked variants finished)"
     word = "disagrees" if counts["disagree"] else "inconclusive" if counts["inconclusive"] else "agrees"
