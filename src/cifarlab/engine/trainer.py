@@ -74,7 +74,8 @@ class Trainer:
 
     Public state a callback may read: ``cfg``, ``device``, ``run_dir``, ``model`` (``raw_model`` unwraps
     torch.compile), ``optimizer``, ``augment``, ``train_x/y``, ``val_x/y``, ``step`` (completed optimizer
-    steps), ``epoch`` (completed epochs), ``steps_per_epoch``, ``total_steps``, ``history``, ``status``.
+    steps), ``epoch`` (completed epochs), ``epochs`` (planned), ``steps_per_epoch``, ``total_steps``,
+    ``history``, ``status``. ``log`` prints the run's lines (``ProgressLog``; silent with ``progress=False``).
     A callback stops the run by setting ``status`` to ``early_stopped`` (or ``pruned``: a tune trial).
     ``withhold_test``: the run never sees the test split (not even loaded to the device) and is not tested at
     the end; its summary says ``test_withheld`` (the trials of ``cifarlab tune`` are selected on validation).
@@ -107,7 +108,8 @@ class Trainer:
     def setup(self) -> None:
         """Seed, build the model, load the data, build the loop's components; restore a checkpoint on resume."""
         cfg, device, log = self.cfg, self.device, self.log
-        log.line(f"run {self.run_dir.name}: {cfg.model.name} on {device}")
+        # The run's label first (a sweep's variant, a tune trial): its lines below are known to be its own.
+        log.line(f"run {cfg.name or self.run_dir.name}: {cfg.model.name} on {device}, {self.run_dir}")
         set_determinism(cfg, device)
         # Model first, right after seeding: same seed -> same init, and a bad model name or option fails
         # before the (slower) data loading.
@@ -357,7 +359,8 @@ class Trainer:
             finished = finished_summary(self.run_dir, self.cfg)
             if finished is not None:  # nothing to do, but never silently under another config
                 check_same_run(read_yaml(self.run_dir / "config.yaml"), to_dict(self.cfg), self.run_dir)
-                self.log.line(f"run {self.run_dir.name} already finished ({finished.get('status')}); nothing to do")
+                self.log.line(f"run {self.cfg.name or self.run_dir.name} already finished "
+                              f"({finished.get('status')}); nothing to do")
                 return finished
         lock = RunLock(self.run_dir)
         existed = self.run_dir.exists()
