@@ -77,6 +77,16 @@ def test_models_table_has_exact_counts():
     assert summary.returncode == 0 and "9,750,922" in summary.stdout
 
 
+@pytest.mark.parametrize("name", ["quick_cnn", "fast_net", "mobilenetv2", "densenet121", "vgg_a_noisy_bn"])
+def test_models_counts_on_the_meta_device_equal_a_real_build(name):
+    from cifarlab.models import create
+    from cifarlab.models.summary import count_macs, count_params, model_info
+
+    model = create(name)
+    info = model_info(name)
+    assert (info["params"], info["macs"]) == (count_params(model), count_macs(model))
+
+
 def test_config_command_prints_resolved_values():
     proc = run_cli("config", "--preset", "quick", "optim.lr=0.123")
     assert proc.returncode == 0, proc.stderr

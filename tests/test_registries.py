@@ -196,19 +196,29 @@ def test_switching_a_preset_to_another_optimizer_just_works(tmp_path):
                                        ["optim.nesterov=true", "optim.name=adam"]])
 def test_a_setting_given_with_another_optimizer_is_refused(overrides):
     msg = ("config key 'optim.nesterov': true applies to sgd, scratch_sgd or muon only (optim.name is 'adam'); "
-           "set optim.nesterov=false")
+           "leave optim.nesterov out (or set optim.nesterov=false), or use optim.name=sgd")
     with pytest.raises(ConfigError) as exc:
         load_config("quick", overrides=overrides)
     assert str(exc.value) == msg
     with pytest.raises(ConfigError, match=r"^config key 'optim.betas': \[0.8, 0.9\] applies to adam or adamw only "
-                                          r"\(optim.name is 'sgd'\); set optim.betas=\[0.9, 0.999\]$"):
+                                          r"\(optim.name is 'sgd'\); leave optim.betas out \(or set "
+                                          r"optim.betas=\[0.9, 0.999\]\), or use optim.name=adam$"):
         load_config(overrides=["optim.betas=[0.8, 0.9]"])
 
 
 def test_merge_layer_drops_only_other_optimizers_settings():
     base = {"optim": {"name": "sgd", "lr": 0.2, "momentum": 0.8, "nesterov": True, "eps": 1e-3}}
-    merged = merge_layer(base, {"optim": {"name": "rmsprop"}}, {"optim": {"alpha": 0.9}})
+    said: list[str] = []
+    merged = merge_layer(base, {"optim": {"name": "rmsprop"}}, {"optim": {"alpha": 0.9}}, log=said.append)
     assert merged == {"optim": {"name": "rmsprop", "lr": 0.2, "eps": 1e-3, "alpha": 0.9}}
+    assert said == ["optim.name=rmsprop (was sgd): dropped optim.momentum=0.8, optim.nesterov=true, which rmsprop "
+                    "does not take"]
+    merge_layer(base, {"optim": {"name": "adam", "lr": 0.1}}, log=said.append)
+    merge_layer({"optim": {"name": "sgd", "lr": 0.1}}, {"optim": {"name": "adam"}}, log=said.append)
+    assert len(said) == 2  # the second dropped nothing: no line
+    fast: list[str] = []
+    load_config("fast", overrides=["optim.name=signum"], log=fast.append)  # signum takes fast's momentum
+    assert fast == ["optim.name=signum (was sgd): dropped optim.nesterov=true, which signum does not take"]
     assert merge_layer(base, {"optim": {"lr": 0.1}}) == {"optim": {**base["optim"], "lr": 0.1}}  # same optimizer
 
 

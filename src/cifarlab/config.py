@@ -29,6 +29,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -191,7 +192,8 @@ class OptimConfig:
             if self.name not in users and value != default:
                 raise ConfigError(
                     f"config key 'optim.{key}': {_yaml(value)} applies to {_or(users)} only (optim.name is "
-                    f"'{self.name}'); set optim.{key}={_yaml(default)}")
+                    f"'{self.name}'); leave optim.{key} out (or set optim.{key}={_yaml(default)}), or use "
+                    f"optim.name={users[0]}")
 
 
 @dataclass
@@ -561,16 +563,22 @@ def preset_dict(name: str) -> dict[str, Any]:
     return load_yaml(path.read_text()) or {}
 
 
-def merge_layer(base: dict[str, Any], *patches: dict[str, Any]) -> dict[str, Any]:
+def merge_layer(base: dict[str, Any], *patches: dict[str, Any], log: Callable[[str], None] | None = None
+                ) -> dict[str, Any]:
     """``deep_merge`` of one layer (its patches in order) onto ``base``, where optimizer settings follow the
     optimizer: if the layer sets ``optim.name`` to another optimizer than ``base``'s, the settings of ``base``
     specific to other optimizers (``optim.nesterov`` of an SGD preset, when switching to adam) are dropped first,
-    so they return to their defaults; the layer's own settings are kept and checked."""
+    so they return to their defaults, and ``log`` gets one line naming them; the layer's own settings are kept
+    and checked."""
     names = [p["optim"]["name"] for p in patches if isinstance(p.get("optim"), dict) and "name" in p["optim"]]
     optim = base.get("optim")
-    if names and isinstance(optim, dict) and names[-1] != optim.get("name", OptimConfig.name):
+    old = optim.get("name", OptimConfig.name) if isinstance(optim, dict) else None
+    if names and isinstance(optim, dict) and names[-1] != old:
         owners = optimizer_key_owners()
         kept = {k: v for k, v in optim.items() if k not in owners or names[-1] in owners[k]}
+        dropped = [f"optim.{k}={_yaml(v)}" for k, v in optim.items() if k not in kept]
+        if dropped and log is not None:
+            log(f"optim.name={names[-1]} (was {old}): dropped {', '.join(dropped)}, which {names[-1]} does not take")
         base = {**base, "optim": kept}
     for patch in patches:
         base = deep_merge(base, patch)
@@ -581,14 +589,16 @@ def load_config(
     preset: str | None = None,
     files: list[str | Path] | None = None,
     overrides: list[str] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> RunConfig:
     """Build a validated ``RunConfig`` from defaults < preset < YAML files < dotted overrides.
 
-    Layers: the preset, each file, and all overrides together; see ``merge_layer`` for optimizer settings."""
+    Layers: the preset, each file, and all overrides together; see ``merge_layer`` for optimizer settings
+    (``log`` hears which settings a switch of optimizer dropped)."""
     merged: dict[str, Any] = preset_dict(preset) if preset else {}
     for path in files or []:
-        merged = merge_layer(merged, read_yaml(path))
-    merged = merge_layer(merged, *(parse_override(text) for text in overrides or []))
+        merged = merge_layer(merged, read_yaml(path), log=log)
+    merged = merge_layer(merged, *(parse_override(text) for text in overrides or []), log=log)
     cfg = validate(build_section(RunConfig, merged))
     if preset and not cfg.preset:
         cfg.preset = preset.replace("-", "_")  # one spelling, as `cifarlab presets` lists them

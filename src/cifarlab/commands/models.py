@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -45,7 +46,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     table.add_column("params", justify="right")
     table.add_column("MACs", justify="right")
     table.add_column("description")
-    for name in names:
+    from tqdm.auto import tqdm
+
+    # A bar on a terminal (stderr) while the models are measured; the table comes once all are.
+    for name in tqdm(names, desc="measuring models", unit="model", leave=False, disable=None, file=sys.stderr):
         info = model_info(name, **options)
         table.add_row(name, f"{info['params']:,}", f"{info['macs'] / 1e6:,.1f} M", info["description"])
     Console(width=max(120, Console().width)).print(table)

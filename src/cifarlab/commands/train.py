@@ -47,7 +47,10 @@ def _train_config(args: argparse.Namespace) -> Any:
         value = getattr(args, flag[2:].replace("-", "_"), None)
         if value is not None:
             flag_overrides.append(f"{key}={json.dumps(value)}")
-    cfg = load_config(args.preset, args.config, flag_overrides + list(args.overrides))
+    notes: list[str] = []
+    cfg = load_config(args.preset, args.config, flag_overrides + list(args.overrides), log=notes.append)
+    for line in notes:  # which settings a switch of optim.name dropped; only for a valid config (else: the error)
+        print(f"cifarlab: {line}", file=sys.stderr)  # stderr: `config` prints YAML on stdout
     if cfg.data.dir:  # stored absolute: the run resumes (and `eval`s) from any folder
         cfg.data.dir = str(Path(cfg.data.dir).expanduser().resolve())
     return cfg

@@ -13,10 +13,13 @@ RNG streams as they were (``analysis/bn_study/probes.py`` shows how: ``functiona
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from cifarlab.engine.metrics import ProgressLog, epoch_line
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +39,7 @@ class TrainerView(Protocol):
     optimizer: torch.optim.Optimizer
     step: int  # optimizer steps completed
     epoch: int  # epochs completed
+    epochs: int  # epochs planned
     status: str  # set to "early_stopped" to stop after this epoch
 
 
@@ -121,6 +125,26 @@ class EpochEndFunction(Callback):
         self.fn(epoch + 1, row)
 
 
+class EpochLines(Callback):
+    """Prints each epoch's line once it is checkpointed, with an ETA: the mean wall time of this process's
+    epochs (training, validation, checkpoint) times the epochs left; the test evaluation comes after it."""
+
+    def __init__(self, log: ProgressLog) -> None:
+        self.log = log
+        self.since = time.perf_counter()
+        self.seconds, self.count = 0.0, 0
+
+    def on_fit_start(self, trainer: TrainerView) -> None:
+        self.since = time.perf_counter()
+
+    def on_checkpoint(self, trainer: TrainerView, epoch: int, row: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        self.seconds, self.count, self.since = self.seconds + now - self.since, self.count + 1, now
+        left = trainer.epochs - trainer.epoch
+        eta = self.seconds / self.count * left if left > 0 and trainer.status == "running" else None
+        self.log.line(epoch_line(row, trainer.epochs, eta))
+
+
 class ModelEpochHook(Callback):
     """Calls ``on_epoch_start(epoch)`` on a model that offers it (``models.protocol.EpochAware``: fast_net
     freezes its whitening bias after a few epochs)."""
@@ -162,13 +186,13 @@ def improved(row: dict[str, Any], best: dict[str, Any] | None, es: EarlyStopping
     return row["val_acc"] > best["val_acc"] + es.min_delta
 
 
-def default_callbacks(early_stopping_patience: int) -> Sequence[Callback]:
-    """What every run has: the model's own epoch hook, and early stopping when configured."""
-    cbs: list[Callback] = [ModelEpochHook()]
+def default_callbacks(early_stopping_patience: int, log: ProgressLog | None = None) -> Sequence[Callback]:
+    """What every run has: the model's own epoch hook, its epoch lines, and early stopping when configured."""
+    cbs: list[Callback] = [ModelEpochHook(), EpochLines(log or ProgressLog(enabled=False))]
     if early_stopping_patience > 0:
         cbs.append(EarlyStopping(early_stopping_patience))
     return cbs
 
 
-__all__ = ["Callback", "CallbackList", "EarlyStopping", "EpochEndFunction", "ModelEpochHook", "StepContext",
-           "default_callbacks"]
+__all__ = ["Callback", "CallbackList", "EarlyStopping", "EpochEndFunction", "EpochLines", "ModelEpochHook",
+           "StepContext", "default_callbacks"]

@@ -52,7 +52,7 @@ from cifarlab.engine.callbacks import Callback, CallbackList, StepContext, defau
 from cifarlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cifarlab.engine.environment import environment_info, resolve_device
 from cifarlab.engine.evaluate import EvalResult, averaged_state, evaluate
-from cifarlab.engine.metrics import MetricsWriter, epoch_line
+from cifarlab.engine.metrics import MetricsWriter, ProgressLog
 from cifarlab.engine.rundir import (
     RunLock,
     check_same_run,
@@ -74,7 +74,8 @@ class Trainer:
 
     Public state a callback may read: ``cfg``, ``device``, ``run_dir``, ``model`` (``raw_model`` unwraps
     torch.compile), ``optimizer``, ``augment``, ``train_x/y``, ``val_x/y``, ``step`` (completed optimizer
-    steps), ``epoch`` (completed epochs), ``steps_per_epoch``, ``total_steps``, ``history``, ``status``.
+    steps), ``epoch`` (completed epochs), ``epochs`` (planned), ``steps_per_epoch``, ``total_steps``,
+    ``history``, ``status``. ``log`` prints the run's lines (``ProgressLog``; silent with ``progress=False``).
     A callback stops the run by setting ``status`` to ``early_stopped`` (or ``pruned``: a tune trial).
     ``withhold_test``: the run never sees the test split (not even loaded to the device) and is not tested at
     the end; its summary says ``test_withheld`` (the trials of ``cifarlab tune`` are selected on validation).
@@ -87,7 +88,8 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         self.run_dir = prepare_run_dir(cfg, Path(run_dir) if run_dir else None, resume)
         self._data = data
-        self.callbacks = CallbackList([*default_callbacks(cfg.train.early_stopping.patience), *callbacks])
+        self.log = ProgressLog(enabled=progress is not False)  # phase, resume and epoch lines
+        self.callbacks = CallbackList([*default_callbacks(cfg.train.early_stopping.patience, self.log), *callbacks])
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps completed
         self.history: list[dict[str, Any]] = []
@@ -105,18 +107,19 @@ class Trainer:
 
     def setup(self) -> None:
         """Seed, build the model, load the data, build the loop's components; restore a checkpoint on resume."""
-        cfg, device = self.cfg, self.device
+        cfg, device, log = self.cfg, self.device, self.log
+        # The run's label first (a sweep's variant, a tune trial): its lines below are known to be its own.
+        log.line(f"run {cfg.name or self.run_dir.name}: {cfg.model.name} on {device}, {self.run_dir}")
         set_determinism(cfg, device)
         # Model first, right after seeding: same seed -> same init, and a bad model name or option fails
         # before the (slower) data loading.
-        self.model = build_model(cfg, device)
-        splits, self.data_source = load_splits(cfg, self._data, self.progress)
-        # Keep the whole dataset on the device as uint8 (4x smaller than float); batches are gathered there.
-        self.train_x, self.train_y = splits.train_x.to(device), splits.train_y.to(device)
-        self.val_x, self.val_y = splits.val_x.to(device), splits.val_y.to(device)
-        if self.withhold_test:  # an empty test split: nothing of it is on the device or can be evaluated
-            splits.test_x, splits.test_y = splits.test_x[:0], splits.test_y[:0]
-        self.test_x, self.test_y = splits.test_x.to(device), splits.test_y.to(device)
+        with log.phase(f"building model {cfg.model.name}") as note:
+            self.model = build_model(cfg, device)
+            note(f"{count_params(self.model):,} parameters")
+        with log.phase("loading data") as note:
+            self._load_data(device)
+            note(f"{len(self.train_x):,} train / {len(self.val_x):,} val / {len(self.test_x):,} test images "
+                 f"({self.data_source})")
         self.augment = build_augment(cfg)
         if isinstance(self.raw_model, DataInit):
             # A statistic of the first training images, un-augmented; deterministic, overwritten on resume.
@@ -136,12 +139,16 @@ class Trainer:
         self.ema, self.swa = c.ema, c.swa
         self.eval_loss_fn = nn.CrossEntropyLoss()  # validation/test loss is plain CE whatever the train loss
         if cfg.train.compile:
-            self.model = torch.compile(self.model)
+            with log.phase("compiling model (torch.compile)") as note:
+                self.model = torch.compile(self.model)
+                note("lazy: the first steps compile, epoch 1 is slower")
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # the run starts: now it is written
         remove_stale_temporaries(self.run_dir)
         last = self.run_dir / "checkpoints" / "last.pt"
         if self.resume and last.exists():
             self._restore(load_checkpoint(last, map_location=device))
+            log.line(f"resuming from epoch {self.epoch} (checkpoint {last}); {self.epochs - self.epoch} of "
+                     f"{self.epochs} epochs to go")
         atomic_write_yaml(self.run_dir / "config.yaml", to_dict(cfg))
         env = environment_info(device)
         env["data_source"] = self.data_source
@@ -149,6 +156,15 @@ class Trainer:
         atomic_write_json(self.run_dir / "env.json", env)
         self.metrics = MetricsWriter(self.run_dir, tensorboard=cfg.tensorboard)
         self.metrics.start(last_step=self.step, last_epoch=self.epoch)
+
+    def _load_data(self, device: torch.device) -> None:
+        splits, self.data_source = load_splits(self.cfg, self._data, self.progress)
+        # Keep the whole dataset on the device as uint8 (4x smaller than float); batches are gathered there.
+        self.train_x, self.train_y = splits.train_x.to(device), splits.train_y.to(device)
+        self.val_x, self.val_y = splits.val_x.to(device), splits.val_y.to(device)
+        if self.withhold_test:  # an empty test split: nothing of it is on the device or can be evaluated
+            splits.test_x, splits.test_y = splits.test_x[:0], splits.test_y[:0]
+        self.test_x, self.test_y = splits.test_x.to(device), splits.test_y.to(device)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
@@ -336,8 +352,6 @@ class Trainer:
         # Metrics before the checkpoint: a crash in between re-runs this epoch and cuts the rows back.
         self.metrics.log_epoch(row)
         save_checkpoint(ckpt_dir / "last.pt", self.state_dict())
-        if self.progress is not False:
-            tqdm.write(epoch_line(row, self.epochs))
         self.callbacks.call("on_checkpoint", self, epoch, row)
 
     def fit(self) -> dict[str, Any]:
@@ -345,6 +359,8 @@ class Trainer:
             finished = finished_summary(self.run_dir, self.cfg)
             if finished is not None:  # nothing to do, but never silently under another config
                 check_same_run(read_yaml(self.run_dir / "config.yaml"), to_dict(self.cfg), self.run_dir)
+                self.log.line(f"run {self.cfg.name or self.run_dir.name} already finished "
+                              f"({finished.get('status')}); nothing to do")
                 return finished
         lock = RunLock(self.run_dir)
         existed = self.run_dir.exists()
@@ -399,6 +415,7 @@ class Trainer:
             summary["status"], summary["error"] = "diverged", self.error
         self.callbacks.call("on_fit_end", self, summary)
         summary = json_safe(summary)  # the returned summary is exactly what is on disk
+        self.metrics.log_final(summary, to_dict(self.cfg))
         atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
 
@@ -413,9 +430,12 @@ class Trainer:
         tested, averaged = self.averaged_model(), "ema" if self.ema is not None else None
         if self.swa is not None and self.swa.n_averaged > 0:
             tested, averaged = self._finish_swa(summary), "swa"
-        start = time.perf_counter()
-        test = self.evaluate(tested, self.test_x, self.test_y)
-        summary["test_time_s"] = time.perf_counter() - start  # with train_time_s: airbench's "time" (train + TTA)
+        tta = "" if cfg.train.tta == "none" else f", TTA {cfg.train.tta}"
+        with self.log.phase(f"evaluating test ({len(self.test_x):,} images{tta})") as note:
+            start = time.perf_counter()
+            test = self.evaluate(tested, self.test_x, self.test_y)
+            summary["test_time_s"] = time.perf_counter() - start  # with train_time_s: airbench's "time" (+ TTA)
+            note(f"test_acc {test.acc:.4f}")
         summary.update(test_weights=cfg.train.test_weights, averaged=averaged, tta=cfg.train.tta,
                        test_loss=test.loss, test_acc=test.acc,
                        per_class_test_acc=dict(zip(CLASSES, test.per_class_acc)), confusion=test.confusion)
@@ -423,9 +443,11 @@ class Trainer:
             self.status, self.error = "diverged", f"test loss is {test.loss}"
         if cfg.train.tta != "none":
             # What TTA adds, read off the same weights (one single-view pass each): the ablation of TTA for free.
-            summary["test_acc_no_tta"] = self.evaluate(tested, self.test_x, self.test_y, tta="none").acc
-            if len(self.val_x):
-                summary["val_acc_no_tta"] = self.evaluate(tested, self.val_x, self.val_y, tta="none").acc
+            with self.log.phase("evaluating without TTA (what TTA adds)") as note:
+                summary["test_acc_no_tta"] = self.evaluate(tested, self.test_x, self.test_y, tta="none").acc
+                if len(self.val_x):
+                    summary["val_acc_no_tta"] = self.evaluate(tested, self.val_x, self.val_y, tta="none").acc
+                note(f"test_acc {summary['test_acc_no_tta']:.4f}")
 
     def _finish_swa(self, summary: dict[str, Any]) -> nn.Module:
         """BatchNorm statistics of the SWA average from one pass over the (un-augmented) training images, its
@@ -433,7 +455,8 @@ class Trainer:
         assert self.swa is not None
         bs = self.cfg.train.eval_batch_size
         batches = (self.augment.eval(self.train_x[i : i + bs]) for i in range(0, len(self.train_x), bs))
-        update_bn(self.swa.module, batches, self.autocast)
+        with self.log.phase("SWA: BatchNorm statistics of the average"):
+            update_bn(self.swa.module, batches, self.autocast)
         self.swa_final = True
         summary["swa_epochs_averaged"] = self.swa.n_averaged
         if len(self.val_x):

@@ -55,9 +55,13 @@ def run_local(
     record: Record,
     progress: bool | None = False,
     on_epoch_end: Callable[[Any, int, dict[str, Any]], None] | None = None,
+    announce: Callable[[int, Any, bool], None] | None = None,
 ) -> None:
-    """Run each (plan, resume) in turn in this process, with the shared in-memory data."""
-    for plan, resume in todo:
+    """Run each (plan, resume) in turn in this process, with the shared in-memory data; ``announce(i, plan,
+    resume)`` before the i-th (1-based) starts."""
+    for i, (plan, resume) in enumerate(todo, 1):
+        if announce is not None:
+            announce(i, plan, resume)
         hook = None
         if on_epoch_end is not None:
             def hook(epoch: int, row: dict[str, Any], _plan: Any = plan) -> None:

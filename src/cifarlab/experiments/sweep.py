@@ -457,7 +457,9 @@ def run_sweep(
         if data is None:
             data = _load_data(plans[0].cfg, data_dir, progress)
         try:
-            run_local(todo, sweep_dir, data, record, progress=progress, on_epoch_end=on_epoch_end)
+            run_local(todo, sweep_dir, data, record, progress=progress, on_epoch_end=on_epoch_end,
+                      announce=lambda i, p, resume: say(f"[{i}/{len(todo)}] {p.rel_dir}: "
+                                                        f"{'resuming' if resume else 'starting'}"))
         except KeyboardInterrupt:
             for r in ordered:  # started but unfinished: interrupted; never started: still pending
                 if r["status"] == "pending" and (sweep_dir / r["run_dir"] / "config.yaml").is_file():
