@@ -30,8 +30,8 @@ def sweep_variants(root: Path, epochs: int = 2, seeds: dict[str, int] | None = N
                                           "val_loss": 2.1 - 0.3 * e, "val_acc": a - 0.02}
                                          for e, a in enumerate(acc)])
             steps = 20 * epochs
-            write_csv(d / "steps.csv", [{"step": i, "lr": 0.1 * (1 + math.cos(math.pi * i / steps)) / 2}
-                                        for i in range(steps)])
+            write_csv(d / "steps.csv", [{"step": i + 1, "epoch": i // 20 + 1,
+                                         "lr": 0.1 * (1 + math.cos(math.pi * i / steps)) / 2} for i in range(steps)])
             conf = rng.integers(0, 20, (CLASSES10, CLASSES10)) + np.eye(CLASSES10, dtype=int) * 80
             per_class = {c: float(conf[i, i] / conf[i].sum()) for i, c in enumerate(_classes())}
             summary = {"status": "completed", "seed": seed, "final_val_acc": acc[-1] - 0.02, "test_acc": acc[-1],

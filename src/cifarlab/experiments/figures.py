@@ -116,9 +116,9 @@ def test_accuracy_plot(variants: list[VariantStats]) -> Any | None:
     ax.set_yticks(range(len(shown)), [f"{v.variant} (n = {v.stats['test_acc'][2]})" for v in shown], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    percent_axis(ax, axis="x", fraction=False, label="final test accuracy (%)")
-    ax.set_title("Test accuracy per variant: mean over seeds, error bar ± sample std (none when n = 1)",
-                 fontsize=TITLE_SIZE)
+    percent_axis(ax, axis="x", fraction=False,
+                 label="final test accuracy (%): mean over seeds, error bar ± sample std (none when n = 1)")
+    ax.set_title("Test accuracy per variant", fontsize=TITLE_SIZE)
     ax.grid(axis="x", alpha=0.3)
     return fig
 

@@ -111,8 +111,8 @@ def deep_filters_figure(convs: list[tuple[str, nn.Conv2d]], max_kernels: int = 1
                   rotation=0 if len(convs) <= 8 else 60, fontsize=8)
     ax.set_xlabel("convolution (module name, in->out channels, kernel)")
     ax.set_ylabel("per-filter L2 norm")
-    ax.set_title(f"Deeper convolutions ({len(convs)} layers): spread of each layer's filter norms (box: quartiles, "
-                 "whiskers: range)", fontsize=TITLE_SIZE)
+    ax.set_title(f"Deeper convolutions ({len(convs)} layers): spread of each layer's filter norms\n(box: "
+                 "quartiles, whiskers: range; below: mean |weight| per kernel position)", fontsize=TITLE_SIZE)
     ax.grid(axis="y", alpha=0.3)
     im, taps = None, []
     for i, (name, m) in enumerate(spatial):
