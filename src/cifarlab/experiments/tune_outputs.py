@@ -36,7 +36,7 @@ def _objective_axis(ax: Any, objective: str, label: str) -> None:
     from cifarlab.plotting import percent_axis
 
     if objective.endswith("acc"):
-        percent_axis(ax, label=f"{label} (%)")
+        percent_axis(ax, label=f"{label} (%)" if label else "")
     else:
         ax.set_ylabel(label)
 

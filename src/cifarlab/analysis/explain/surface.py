@@ -357,9 +357,12 @@ def draw_surface3d(ax: Any, alphas: np.ndarray, betas: np.ndarray, losses: np.nd
                 cmap="viridis", vmin=vmin, vmax=vmax, alpha=0.8)
     surf = ax.plot_surface(xx, yy, z, cmap="viridis", vmin=vmin, vmax=vmax, linewidth=0, antialiased=False,
                            rstride=1, cstride=1)
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_zlim(floor, vmax)
-    ax.set_xlabel("α (direction 1)")
-    ax.set_ylabel("β (direction 2)")
+    ax.set_zticks([t for t in MaxNLocator(5).tick_values(vmin, vmax) if vmin <= t <= vmax])  # no loss < vmin
+    ax.set_xlabel("α (direction 1)", labelpad=8)
+    ax.set_ylabel("β (direction 2)", labelpad=8)
     ax.set_zlabel("loss")
     ax.view_init(elev=28, azim=-60)
     return surf
