@@ -39,9 +39,11 @@ def test_checker_fails_on_the_old_attribution_layout():
     from cifarlab.analysis.explain.attribution import attribution_figure
 
     fig = attribution_figure(*fd.attribution_inputs(16), "ig", None, "pred")
+    size = fig.get_size_inches()
     fig.set_size_inches(1.9 * 8, 4.3 * 2)  # the old size and layout: the second block's titles sat on the
     fig.set_layout_engine("tight")         # first block's maps
     assert any("lies on the plot area" in p for p in text_problems(fig))
+    fig.set_size_inches(size)
     fig.set_layout_engine("constrained")
     assert_readable(fig)
 

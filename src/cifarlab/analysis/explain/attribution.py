@@ -77,7 +77,7 @@ def attribution_figure(images: Tensor, maps: Tensor, labels: Tensor, preds: Tens
     n = len(pics)
     cols = min(n, 8)
     blocks = -(-n // cols)
-    fig = new_figure(1.9 * cols, 4.3 * blocks + 0.4)
+    fig = new_figure(1.9 * cols, 4.6 * blocks + 0.4)
     for i in range(n):
         b, c = divmod(i, cols)
         ok = int(labels[i]) == int(preds[i])
