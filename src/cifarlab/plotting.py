@@ -117,7 +117,9 @@ def draw_confusion(fig: Any, confusion: np.ndarray, per_class: Sequence[float], 
     ax2.set_xlim(0, 100)
     ax2.set_title("per-class test accuracy", fontsize=TITLE_SIZE)
     for i, a in enumerate(per_class):
-        ax2.text(100 * a, i, f" {100 * a:.1f}", va="center", fontsize=7)
+        inside = a > 0.85  # a high bar carries its number inside: no label past the 100 % edge
+        ax2.text(100 * a, i, f" {100 * a:.1f} ", va="center", ha="right" if inside else "left", fontsize=7,
+                 color="white" if inside else "black")
     ax2.grid(axis="x", alpha=0.3)
 
 
