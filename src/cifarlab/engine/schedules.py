@@ -241,17 +241,39 @@ def plot_lr(run_dir: str | Path, warn: Callable[[str], Any] | None = None) -> Pa
 
 def _plot_lr(run_dir: Path) -> Path:
     from cifarlab.engine.metrics import read_csv
-    from cifarlab.io import atomic_write_bytes
-    from cifarlab.plotting import new_figure, png_bytes
+    from cifarlab.plotting import save
 
-    rows = read_csv(run_dir / "steps.csv")
-    fig = new_figure(6, 3.2)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot([r["step"] for r in rows], [r["lr"] for r in rows], lw=1.2)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
-    ax.set_title(f"LR schedule ({run_dir.name})")
-    ax.grid(alpha=0.3)
     path = run_dir / "lr.png"
-    atomic_write_bytes(path, png_bytes(fig))  # like every run file: the old one or the new one, never half
-    return path
+    return save(lr_plot(read_csv(run_dir / "steps.csv"), run_dir.name), path)  # atomic, like every run file
+
+
+def _epoch_progress(rows: list[dict[str, Any]]) -> list[float]:
+    """Each step's place in epochs (epoch e's steps spread over (e-1, e]); the step number without epochs."""
+    if not rows or "epoch" not in rows[0]:
+        return [r["step"] for r in rows]
+    per_epoch: dict[int, int] = {}
+    for r in rows:
+        per_epoch[int(r["epoch"])] = per_epoch.get(int(r["epoch"]), 0) + 1
+    seen: dict[int, int] = {}
+    out = []
+    for r in rows:
+        e = int(r["epoch"])
+        seen[e] = seen.get(e, 0) + 1
+        out.append(e - 1 + seen[e] / per_epoch[e])
+    return out
+
+
+def lr_plot(rows: list[dict[str, Any]], name: str) -> Any:
+    """The LR of every optimizer step (steps.csv rows) against training progress in epochs (whole-epoch ticks)."""
+    from cifarlab.plotting import TITLE_SIZE, integer_ticks, new_figure
+
+    fig = new_figure(6, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(_epoch_progress(rows), [r["lr"] for r in rows], lw=1.2)
+    ax.set_xlabel("epoch" if rows and "epoch" in rows[0] else "optimizer step")
+    ax.set_xlim(left=0)
+    integer_ticks(ax)
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"LR schedule ({name}): every optimizer step", fontsize=TITLE_SIZE)
+    ax.grid(alpha=0.3)
+    return fig

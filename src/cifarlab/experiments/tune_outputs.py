@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cifarlab.io import atomic_write_bytes, write_csv
+from cifarlab.io import write_csv
 from cifarlab.manifest import figure, table, text, write_manifest
 
 BASE_FIELDS = ("number", "state", "status", "value", "epochs", "run_dir", "error")
@@ -31,8 +31,18 @@ def trial_rows(study: Any, params: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _plot_history(rows: list[dict[str, Any]], objective: str, maximize: bool) -> bytes:
-    from cifarlab.plotting import new_figure, png_bytes
+def _objective_axis(ax: Any, objective: str, label: str) -> None:
+    """An accuracy objective in % (as every table shows it); a loss as it is."""
+    from cifarlab.plotting import percent_axis
+
+    if objective.endswith("acc"):
+        percent_axis(ax, label=f"{label} (%)" if label else "")
+    else:
+        ax.set_ylabel(label)
+
+
+def history_plot(rows: list[dict[str, Any]], objective: str, maximize: bool) -> Any:
+    from cifarlab.plotting import TITLE_SIZE, integer_ticks, new_figure
 
     fig = new_figure(6.4, 3.8)
     ax = fig.add_subplot(1, 1, 1)
@@ -50,17 +60,18 @@ def _plot_history(rows: list[dict[str, Any]], objective: str, maximize: bool) ->
         lo = min(r["value"] for r in done)
         ax.scatter(pruned, [lo] * len(pruned), marker="x", color="0.5", label="pruned (drawn at the bottom)")
     ax.set_xlabel("trial number")
-    ax.set_ylabel(f"final-epoch {objective} (validation split)")
-    ax.set_title("Optimisation history")
+    integer_ticks(ax)
+    _objective_axis(ax, objective, f"final-epoch {objective}, validation")
+    ax.set_title("Optimisation history", fontsize=TITLE_SIZE)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return png_bytes(fig)
+    return fig
 
 
-def _plot_slices(rows: list[dict[str, Any]], space: dict[str, Any], objective: str) -> bytes:
+def slices_plot(rows: list[dict[str, Any]], space: dict[str, Any], objective: str) -> Any:
     from matplotlib.ticker import NullFormatter
 
-    from cifarlab.plotting import new_figure, png_bytes
+    from cifarlab.plotting import SUPTITLE_SIZE, new_figure
 
     done = [r for r in rows if r["state"] == "complete"]
     n = len(space)
@@ -79,10 +90,11 @@ def _plot_slices(rows: list[dict[str, Any]], space: dict[str, Any], objective: s
             ticks = [p.low, math.sqrt(p.low * p.high), p.high]  # the searched range, labelled at both ends
             ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
         ax.set_xlabel(key)
-        ax.set_ylabel(f"{objective} (validation)" if i == 0 else "")
+        _objective_axis(ax, objective, f"{objective}, validation" if i == 0 else "")
+        ax.set_title(key, fontsize=10)
         ax.grid(alpha=0.3)
-    fig.suptitle("Objective against each parameter (colour: trial number)")
-    return png_bytes(fig)
+    fig.suptitle("Objective against each parameter (colour: trial number)", fontsize=SUPTITLE_SIZE)
+    return fig
 
 
 def _importances(study: Any, n_complete: int) -> dict[str, float]:
@@ -97,33 +109,36 @@ def _importances(study: Any, n_complete: int) -> dict[str, float]:
         return {}
 
 
-def _plot_importances(imp: dict[str, float]) -> bytes:
-    from cifarlab.plotting import new_figure, png_bytes
+def importances_plot(imp: dict[str, float]) -> Any:
+    from cifarlab.plotting import TITLE_SIZE, new_figure
 
-    fig = new_figure(5.6, 0.5 + 0.45 * len(imp))
+    fig = new_figure(5.6, 1.2 + 0.45 * len(imp))
     ax = fig.add_subplot(1, 1, 1)
     keys = list(imp)[::-1]
     ax.barh(keys, [imp[k] for k in keys], color="C0")
     ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
-    ax.set_title("Parameter importances")
-    return png_bytes(fig)
+    ax.set_ylabel("parameter")
+    ax.set_title("Parameter importances", fontsize=TITLE_SIZE)
+    return fig
 
 
 def write_figures(tune_dir: Path, study: Any, rows: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:
     """PNG files into ``TUNE/figures/``; their manifest items."""
+    from cifarlab.plotting import save
+
     if not any(r["state"] == "complete" for r in rows):
         return []
     folder = tune_dir / "figures"
     folder.mkdir(exist_ok=True)
-    atomic_write_bytes(folder / "history.png", _plot_history(rows, spec.objective, spec.direction == "maximize"))
-    atomic_write_bytes(folder / "slices.png", _plot_slices(rows, spec.space, spec.objective))
+    save(history_plot(rows, spec.objective, spec.direction == "maximize"), folder / "history.png")
+    save(slices_plot(rows, spec.space, spec.objective), folder / "slices.png")
     items = [figure("figures/history.png", "Optimisation history", "Final-epoch validation objective of each "
                     "finished trial and the best so far; pruned trials marked x."),
              figure("figures/slices.png", "Slice plots", "The objective of each complete trial against each "
                     "searched parameter.")]
     imp = _importances(study, sum(r["state"] == "complete" for r in rows))
     if imp:
-        atomic_write_bytes(folder / "importance.png", _plot_importances(imp))
+        save(importances_plot(imp), folder / "importance.png")
         items.append(figure("figures/importance.png", "Parameter importances",
                             "How much of the objective's variation each parameter explains (Optuna, PED-ANOVA)."))
     return items

@@ -7,7 +7,6 @@ red, noisy BN purple. Layouts are constrained (titles, labels and legends never 
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,8 @@ import numpy as np
 from cifarlab.analysis.bn_study.interpret import arm
 from cifarlab.analysis.bn_study.probes import loss_band
 from cifarlab.analysis.bn_study.settings import MODELS, StudySettings
-from cifarlab.io import atomic_write_bytes, write_csv
-from cifarlab.plotting import new_figure
+from cifarlab.io import write_csv
+from cifarlab.plotting import SUPTITLE_SIZE, epoch_axis, new_figure, percent_axis, save
 
 COLORS = {"vgg_a": "tab:green", "vgg_a_bn": "tab:red", "vgg_a_noisy_bn": "tab:purple"}
 LABELS = {"vgg_a": "standard VGG-A", "vgg_a_bn": "VGG-A + BN", "vgg_a_noisy_bn": "VGG-A + noisy BN"}
@@ -39,15 +38,11 @@ def smooth(values: np.ndarray | list[float], window: int) -> np.ndarray:
 
 
 def figure(w: float, h: float) -> Any:
-    fig = new_figure(w, h)
-    fig.set_layout_engine("constrained")
-    return fig
+    return new_figure(w, h)  # constrained layout (cifarlab.plotting's house style)
 
 
 def save_fig(fig: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(path, buf.getvalue())
+    save(fig, path, dpi=110)
 
 
 def _model(run: dict[str, Any]) -> str:
@@ -90,9 +85,9 @@ def _plot_band(ax: Any, x: np.ndarray, curves: list[list[float]], window: int = 
 
 
 def _style(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=9)
     ax.grid(alpha=0.3)
 
 
@@ -115,8 +110,12 @@ def _final_rows(runs: Runs) -> list[dict[str, Any]]:
 
 
 def _curves(runs: Runs, folder: Path, title: str, window: int) -> None:
+    save_fig(curves_figure(runs, title, window), folder / "curves.png")
+
+
+def curves_figure(runs: Runs, title: str, window: int) -> Any:
     """Training loss and accuracy per step (mean over seeds, range shaded), validation accuracy per epoch."""
-    fig = figure(15, 4.6)
+    fig = figure(15, 5.0)
     ax = fig.subplots(1, 3)
     groups = by_arm(runs, with_lr=True)
     lrs = sorted({lr for _, lr in groups})
@@ -132,11 +131,13 @@ def _curves(runs: Runs, folder: Path, title: str, window: int) -> None:
     _style(ax[0], f"training loss per step (moving average of {window})", "step", "loss")
     _style(ax[1], f"training accuracy per step (moving average of {window})", "step", "accuracy (%)")
     _style(ax[2], "validation accuracy per epoch", "epoch", "accuracy (%)")
-    ax[2].xaxis.get_major_locator().set_params(integer=True)
+    for a in ax[1:]:
+        percent_axis(a, fraction=False)
+    epoch_axis(ax[2], max((len(r["epochs"]) for r in runs), default=0))
     fig.legend(*ax[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
     fig.suptitle(title + f"; mean over {len({r['spec']['seed'] for r in runs})} seeds, shade: range over seeds",
-                 fontsize=10)
-    save_fig(fig, folder / "curves.png")
+                 fontsize=SUPTITLE_SIZE)
+    return fig
 
 
 def write_train(runs: Runs, folder: Path, s: StudySettings, name: str = "train") -> None:
@@ -289,8 +290,12 @@ def write_ics(runs: Runs, folder: Path, s: StudySettings) -> None:
              "rel": row["l2"] / row["grad_norm"] if row["grad_norm"] > 0 else float("nan")} for r in runs
             for row in r["ics"]]
     write_csv(folder / "ics.csv", rows)
+    save_fig(ics_figure(rows, s), folder / "ics.png")
+
+
+def ics_figure(rows: list[dict[str, Any]], s: StudySettings) -> Any:
     layers = list(s.ics.layers)
-    fig = figure(4.6 * len(layers), 7.5)
+    fig = figure(max(4.6 * len(layers), 9.0), 8.0)
     ax = fig.subplots(2, len(layers), squeeze=False)
     for j, layer in enumerate(layers):
         sel = [row for row in rows if row["layer"] == layer]
@@ -303,8 +308,8 @@ def write_ics(runs: Runs, folder: Path, s: StudySettings) -> None:
         _style(ax[1, j], f"layer {layer}: cos(G, G')", "step", "cosine")
     ax[0, 0].legend(fontsize=8)
     fig.suptitle(f"Internal covariate shift (Definition 2.1), SGD lr {s.landscape.lr:g}: G' = gradient after layers "
-                 f"1..i-1 took their step; mean over {len(s.seeds)} seeds, shade: range", fontsize=10)
-    save_fig(fig, folder / "ics.png")
+                 f"1..i-1 took their step; mean over {len(s.seeds)} seeds, shade: range", fontsize=SUPTITLE_SIZE)
+    return fig
 
 
 def write_noisy(runs: Runs, folder: Path, s: StudySettings) -> None:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from cifarlab.analysis.explain.layers import default_target_layer, resolve_layer
 from cifarlab.analysis.explain.plots import new_figure, save_png, to_hwc
 from cifarlab.data import CLASSES
+from cifarlab.plotting import SUPTITLE_SIZE
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "saliency": "saliency", "ig": "integrated gradients"}
 
@@ -63,14 +64,20 @@ def mass_inside(maps: Tensor, masks: Tensor) -> Tensor:
 
 def plot_attributions(images: Tensor, maps: Tensor, labels: Tensor, preds: Tensor, conf: Tensor, path: Any,
                       method: str, layer: str | None, target: str) -> None:
-    """Two rows per block of up to 8 images: the test image, then the map over it (each map scaled to its max)."""
+    save_png(attribution_figure(images, maps, labels, preds, conf, method, layer, target), path)
+
+
+def attribution_figure(images: Tensor, maps: Tensor, labels: Tensor, preds: Tensor, conf: Tensor, method: str,
+                       layer: str | None, target: str) -> Any:
+    """Two rows per block of up to 8 images: the test image, then the map over it (each map scaled to its max).
+    Constrained layout: each block's titles get their own room below the previous block's maps."""
     pics = to_hwc(images)
     heat = maps[:, 0].detach().cpu().double().numpy()
     heat = heat / np.clip(heat.reshape(len(heat), -1).max(1), 1e-30, None)[:, None, None]
     n = len(pics)
     cols = min(n, 8)
     blocks = -(-n // cols)
-    fig = new_figure(1.9 * cols, 4.3 * blocks)
+    fig = new_figure(1.9 * cols, 4.6 * blocks + 0.4)
     for i in range(n):
         b, c = divmod(i, cols)
         ok = int(labels[i]) == int(preds[i])
@@ -85,9 +92,10 @@ def plot_attributions(images: Tensor, maps: Tensor, labels: Tensor, preds: Tenso
             ax.set_xticks([])
             ax.set_yticks([])
     where = f" at layer {layer}" if method == "gradcam" else ""
-    fig.suptitle(f"{METHOD_NAMES[method]}{where} for the {'predicted' if target == 'pred' else 'true'} class "
-                 "(red title: misclassified)", fontsize=10)
-    save_png(fig, path)
+    fig.suptitle(f"{METHOD_NAMES[method]}{where} for the {'predicted' if target == 'pred' else 'true'} class: "
+                 "each image, then its map (red title: misclassified)", fontsize=SUPTITLE_SIZE)
+    return fig
 
 
-__all__ = ["METHOD_NAMES", "attribute", "default_target_layer", "mass_inside", "plot_attributions"]
+__all__ = ["METHOD_NAMES", "attribute", "attribution_figure", "default_target_layer", "mass_inside",
+           "plot_attributions"]

@@ -74,6 +74,7 @@ from cifarlab.analysis.explain.surface import (
 )
 from cifarlab.data import CLASSES, CifarArrays, Splits
 from cifarlab.io import atomic_write_json, json_safe
+from cifarlab.plotting import SUPTITLE_SIZE
 
 Log = Callable[[str], None]
 
@@ -185,14 +186,23 @@ def _part_surface(run: LoadedRun, splits: Splits, s: ExplainSettings, out: Path,
     ax.set_title(f"{run.name}: 2-D loss surface\n({where})", fontsize=9)
     save_png(fig, out / "surface_2d_contour.png")
 
-    fig = new_figure(7, 5.6)
-    ax = fig.add_subplot(1, 1, 1, projection="3d")
-    draw_surface3d(ax, r["alphas"], r["betas"], r["grid_loss"], vmin, vmax)
-    ax.set_title(f"{run.name}: 2-D loss surface", fontsize=9)
-    save_png(fig, out / "surface_2d_3d.png", tight=False)
+    save_png(surface3d_figure(f"{run.name}: 2-D loss surface", r["alphas"], r["betas"], r["grid_loss"], vmin,
+                              vmax), out / "surface_2d_3d.png", tight=False)
     return {"batches": len(batches), "images": images, "line_points": s.line, "grid_points": s.grid,
             "span": s.span, "include_bn_stats": s.include_bn_stats, "direction_cosine": r["direction_cosine"],
             "display_range": [vmin, vmax], "line": r["line_stats"], "grid": r["grid_stats"]}
+
+
+def surface3d_figure(title: str, alphas: Any, betas: Any, losses: Any, vmin: float, vmax: float) -> Any:
+    """The 3-D surface, placed by hand (3-D axes and constrained layout leave wide margins)."""
+    fig = new_figure(7.5, 6.4, layout=None)
+    ax = fig.add_subplot(1, 1, 1, projection="3d")
+    fig.subplots_adjust(left=0.0, right=0.95, bottom=0.02, top=0.98)
+    draw_surface3d(ax, alphas, betas, losses, vmin, vmax)
+    ax.set_box_aspect(None, zoom=0.92)
+    fig.suptitle(f"{title}\n(clipped at {vmax:.3g}; floor: the same surface as contours)", fontsize=SUPTITLE_SIZE,
+                 y=0.97)
+    return fig
 
 
 def _part_interp(run: LoadedRun, splits: Splits, s: ExplainSettings, out: Path,

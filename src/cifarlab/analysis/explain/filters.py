@@ -24,6 +24,7 @@ from cifarlab.analysis.explain.layers import resolve_layer, trace_layers
 from cifarlab.analysis.explain.plots import feature_cmap, mosaic, new_figure, save_png, to_hwc, unit_range
 from cifarlab.data import CLASSES
 from cifarlab.errors import ConfigError
+from cifarlab.plotting import SUPTITLE_SIZE, TITLE_SIZE
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
@@ -41,60 +42,91 @@ def first_layer_rgb(weight: Tensor) -> np.ndarray:
     return unit_range(img, axis=(1, 2, 3))
 
 
+def conv_desc(name: str, conv: nn.Conv2d) -> str:
+    """A convolution as a reader knows it: module name with its shape, e.g. "features.4: 32->64, 3x3"."""
+    kh, kw = conv.weight.shape[2:]
+    return f"{name}: {conv.in_channels}->{conv.out_channels}, {kh}x{kw}"
+
+
 def plot_first_layer(model: nn.Module, path: Path) -> dict[str, Any]:
     convs = conv_layers(model)
     if not convs:
         raise ConfigError(f"{type(model).__name__} has no nn.Conv2d layer: nothing to show for --parts filters")
     name, conv = convs[0]
+    save_png(first_layer_figure(name, conv), path)
+    norms = conv.weight.detach().double().reshape(conv.weight.shape[0], -1).norm(dim=1)
+    return {"layer": name, "filters": conv.weight.shape[0], "kernel": list(conv.weight.shape[2:]),
+            "norm_mean": float(norms.mean()), "norm_min": float(norms.min()), "norm_max": float(norms.max())}
+
+
+def first_layer_figure(name: str, conv: nn.Conv2d) -> Any:
     tiles = first_layer_rgb(conv.weight)
     cols = math.ceil(math.sqrt(len(tiles)))
-    fig = new_figure(min(12.0, 0.55 * cols + 1.5), min(12.0, 0.55 * math.ceil(len(tiles) / cols) + 1.0))
+    fig = new_figure(min(12.0, max(5.0, 0.55 * cols + 1.5)), min(12.0, 0.55 * math.ceil(len(tiles) / cols) + 1.6))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(mosaic(tiles, cols, pad=1, fill=1.0), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     k = tuple(conv.weight.shape[2:])
-    ax.set_title(f"first layer '{name}': {len(tiles)} filters {k[0]}x{k[1]}x{conv.weight.shape[1]} "
-                 "(each scaled to its own min..max)", fontsize=9)
-    save_png(fig, path)
-    norms = conv.weight.detach().double().reshape(len(tiles), -1).norm(dim=1)
-    return {"layer": name, "filters": len(tiles), "kernel": list(k), "norm_mean": float(norms.mean()),
-            "norm_min": float(norms.min()), "norm_max": float(norms.max())}
+    ax.set_title(f"First convolution: {len(tiles)} filters of {k[0]}x{k[1]} over {conv.weight.shape[1]} input "
+                 "channels\n(RGB, each filter scaled to its own min..max)", fontsize=TITLE_SIZE)
+    ax.set_xlabel(f"one tile per filter, row by row (module {name!r})", fontsize=9)
+    return fig
 
 
 def plot_deep_filters(model: nn.Module, path: Path, max_kernels: int = 12) -> dict[str, Any]:
     """Per-filter norms of every Conv2d after the first (box plots) + mean |w| per tap of up to ``max_kernels``."""
     convs = conv_layers(model)[1:]
+    fig = deep_filters_figure(convs, max_kernels)
+    save_png(fig, path)
+    if not convs:
+        return {"layers": 0}
+    norms = [_filter_norms(m) for _, m in convs]
+    return {"layers": len(convs), "norm_mean_per_layer": {n: float(v.mean()) for (n, _), v in zip(convs, norms)}}
+
+
+def _filter_norms(m: nn.Conv2d) -> np.ndarray:
+    return m.weight.detach().double().reshape(m.weight.shape[0], -1).norm(dim=1).cpu().numpy()
+
+
+def _evenly(items: list[Any], k: int) -> list[Any]:
+    if len(items) <= k:
+        return items
+    step = (len(items) - 1) / (k - 1)
+    return [items[round(i * step)] for i in range(k)]
+
+
+def deep_filters_figure(convs: list[tuple[str, nn.Conv2d]], max_kernels: int = 12) -> Any:
     if not convs:
         fig = new_figure(6, 2)
         fig.text(0.5, 0.5, "the model has a single convolution", ha="center", va="center")
-        save_png(fig, path)
-        return {"layers": 0}
-    norms = [m.weight.detach().double().reshape(m.weight.shape[0], -1).norm(dim=1).cpu().numpy() for _, m in convs]
-    spatial = [(n, m) for n, m in convs if m.weight.shape[-1] * m.weight.shape[-2] > 1]
-    if len(spatial) > max_kernels:
-        step = (len(spatial) - 1) / (max_kernels - 1)
-        spatial = [spatial[round(i * step)] for i in range(max_kernels)]
+        return fig
+    spatial = _evenly([(n, m) for n, m in convs if m.weight.shape[-1] * m.weight.shape[-2] > 1], max_kernels)
     cols = max(len(spatial), 1)
-    fig = new_figure(max(6.0, 0.45 * len(convs) + 3, 1.3 * cols), 5.5)
-    grid = fig.add_gridspec(2, cols, height_ratios=[1.6, 1])
+    fig = new_figure(max(7.0, 0.6 * len(convs) + 3, 1.5 * cols + 1), 6.4)
+    grid = fig.add_gridspec(2, cols, height_ratios=[1.8, 1])
     ax = fig.add_subplot(grid[0, :])
-    ax.boxplot(norms, showfliers=False)
-    ax.set_xticks(range(1, len(convs) + 1))
-    ax.set_xticklabels([n for n, _ in convs], rotation=60, ha="right", fontsize=7)
+    ax.boxplot([_filter_norms(m) for _, m in convs], showfliers=False)
+    ax.set_xticks(range(1, len(convs) + 1), [conv_desc(n, m).replace(": ", "\n") for n, m in convs],
+                  rotation=0 if len(convs) <= 8 else 60, fontsize=8)
+    ax.set_xlabel("convolution (module name, in->out channels, kernel)")
     ax.set_ylabel("per-filter L2 norm")
-    ax.set_title(f"deeper convolutions ({len(convs)} layers): spread of the filter norms of each layer;\nbelow: "
-                 "mean |weight| per kernel position (bright = the taps a layer relies on)", fontsize=9)
+    ax.set_title(f"Deeper convolutions ({len(convs)} layers): spread of each layer's filter norms\n(box: "
+                 "quartiles, whiskers: range; below: mean |weight| per kernel position)", fontsize=TITLE_SIZE)
     ax.grid(axis="y", alpha=0.3)
+    im, taps = None, []
     for i, (name, m) in enumerate(spatial):
         tap = m.weight.detach().abs().double().mean(dim=(0, 1)).cpu().numpy()
         a = fig.add_subplot(grid[1, i])
-        a.imshow(tap, cmap="magma", interpolation="nearest")
-        a.set_title(name, fontsize=7)
+        # each layer's map divided by its largest tap, so that one colour bar reads for all of them
+        im = a.imshow(tap / max(tap.max(), 1e-30), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        a.set_title(name, fontsize=8)
         a.set_xticks([])
         a.set_yticks([])
-    save_png(fig, path)
-    return {"layers": len(convs), "norm_mean_per_layer": {n: float(v.mean()) for (n, _), v in zip(convs, norms)}}
+        taps.append(a)
+    if im is not None:
+        fig.colorbar(im, ax=taps, label="mean |w| per tap\n(/ layer max)", shrink=0.9)
+    return fig
 
 
 def deep_filter_tiles(weight: Tensor, max_filters: int = 16) -> np.ndarray:
@@ -109,9 +141,7 @@ def deep_filter_tiles(weight: Tensor, max_filters: int = 16) -> np.ndarray:
 def plot_deep_filter_images(model: nn.Module, path: Path, max_layers: int = 8, max_filters: int = 16) -> dict:
     """Deeper convs' kernels as images: one row per layer (up to ``max_layers``, evenly spaced)."""
     spatial = [(n, m) for n, m in conv_layers(model)[1:] if m.weight.shape[-1] * m.weight.shape[-2] > 1]
-    if len(spatial) > max_layers:
-        step = (len(spatial) - 1) / (max_layers - 1)
-        spatial = [spatial[round(i * step)] for i in range(max_layers)]
+    spatial = _evenly(spatial, max_layers)
     fig = new_figure(0.5 * max_filters + 2.5, 0.75 * max(len(spatial), 1) + 1.0)
     if not spatial:
         fig.text(0.5, 0.5, "no k x k convolution after the first", ha="center", va="center")
@@ -123,7 +153,7 @@ def plot_deep_filter_images(model: nn.Module, path: Path, max_layers: int = 8, m
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
     fig.suptitle(f"deeper filters: first {max_filters} of each layer, the kernel on each filter's strongest input "
-                 "channel (red > 0 > blue, scaled per filter)", fontsize=9)
+                 "channel (red > 0 > blue, scaled per filter)", fontsize=SUPTITLE_SIZE - 1)
     save_png(fig, path)
     return {"layers": [n for n, _ in spatial], "filters_per_layer": max_filters}
 
@@ -174,11 +204,10 @@ def plot_feature_maps(model: nn.Module, x: Tensor, images: Tensor, labels: Tenso
         if row == 0:
             ax.set_title("input", fontsize=8)
     fig.suptitle(f"feature maps: the {channels} most active channels of each layer (each tile scaled to its "
-                 "own range)", fontsize=9)
+                 "own range)", fontsize=SUPTITLE_SIZE - 1)
     save_png(fig, path)
     return info
 
 
-__all__ = ["capture", "conv_layers", "deep_filter_tiles", "first_layer_rgb", "plot_deep_filter_images",
-           "plot_deep_filters", "plot_feature_maps",
-           "plot_first_layer"]
+__all__ = ["capture", "conv_desc", "conv_layers", "deep_filter_tiles", "deep_filters_figure", "first_layer_figure",
+           "first_layer_rgb", "plot_deep_filter_images", "plot_deep_filters", "plot_feature_maps", "plot_first_layer"]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from cifarlab.analysis.explain.plots import new_figure, save_png, to_hwc
 from cifarlab.data import CLASSES, BatchAugment
-from cifarlab.plotting import draw_confusion
+from cifarlab.plotting import SUPTITLE_SIZE, draw_confusion
 
 
 @dataclass
@@ -66,6 +66,10 @@ def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
 
 
 def plot_mistakes(images: Tensor, indices: Tensor, p: Predictions, path: Path) -> None:
+    save_png(mistakes_figure(images, indices, p), path)
+
+
+def mistakes_figure(images: Tensor, indices: Tensor, p: Predictions) -> Any:
     pics = to_hwc(images[indices])
     n = len(pics)
     cols = min(max(n, 1), 8)
@@ -81,16 +85,21 @@ def plot_mistakes(images: Tensor, indices: Tensor, p: Predictions, path: Path) -
         ax.set_yticks([])
     if n == 0:
         fig.text(0.5, 0.5, "no mistakes on the test split", ha="center", va="center")
-    fig.suptitle(f"the {n} most confident mistakes on the test split (#{len(p.labels)} images)", fontsize=10)
-    save_png(fig, path)
+    fig.suptitle(f"The {n} most confident mistakes among {len(p.labels):,} test images "
+                 "(true class, predicted class and its softmax confidence)", fontsize=SUPTITLE_SIZE)
+    return fig
 
 
 def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
+    save_png(confusion_figure(confusion, title), path)
+
+
+def confusion_figure(confusion: np.ndarray, title: str) -> Any:
     """Row-normalised confusion matrix and per-class accuracy bars (as the report's run figure)."""
-    fig = new_figure(12, 5)
+    fig = new_figure(12, 5.4)
     draw_confusion(fig, confusion, per_class_accuracy(confusion), CLASSES)
-    fig.suptitle(title, fontsize=10)
-    save_png(fig, path)
+    fig.suptitle(title, fontsize=SUPTITLE_SIZE)
+    return fig
 
 
 def mistakes_summary(p: Predictions, indices: Tensor, confusion: np.ndarray) -> dict[str, Any]:
@@ -111,5 +120,5 @@ def mistakes_summary(p: Predictions, indices: Tensor, confusion: np.ndarray) -> 
     }
 
 
-__all__ = ["Predictions", "confident_mistakes", "confusion_matrix", "mistakes_summary", "per_class_accuracy",
-           "plot_confusion", "plot_mistakes", "predict"]
+__all__ = ["Predictions", "confident_mistakes", "confusion_figure", "confusion_matrix", "mistakes_figure",
+           "mistakes_summary", "per_class_accuracy", "plot_confusion", "plot_mistakes", "predict"]

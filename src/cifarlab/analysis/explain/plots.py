@@ -11,12 +11,11 @@ import numpy as np
 import torch
 
 from cifarlab.io import atomic_write_bytes
-from cifarlab.plotting import new_figure, png_bytes
+from cifarlab.plotting import new_figure, save
 
 
 def save_png(fig: Any, path: str | Path, tight: bool = True) -> Path:
-    atomic_write_bytes(path, png_bytes(fig, tight))
-    return Path(path)
+    return save(fig, path, tight)
 
 
 def save_npz(path: str | Path, **arrays: Any) -> Path:

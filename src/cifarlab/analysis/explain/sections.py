@@ -36,7 +36,8 @@ FIGURES: list[tuple[str, str, str]] = [
      "batches) at w + α d with d filter-normalised; α = 0 is the trained model."),
     ("surface_2d_contour.png", "Loss surface (2-D contour)", "Loss at w + α d1 + β d2 over two filter-normalised "
      "random directions; the star is the trained model; drawn values clipped at the colour-scale maximum."),
-    ("surface_2d_3d.png", "Loss surface (3-D)", "The same 2-D surface as a 3-D plot (same clipping)."),
+    ("surface_2d_3d.png", "Loss surface (3-D)", "The same 2-D surface as a 3-D plot (same clipping; drawn on a finer "
+     "bilinear display grid, its contours on the floor)."),
     ("interpolation.png", "Linear interpolation", "Loss and accuracy on training batches along "
      "(1 - α) θ_start + α θ_trained (Goodfellow et al. 2015); α = 0 the start (default: the run's seeded init)."),
 ]

@@ -331,23 +331,47 @@ def draw_contour(ax: Any, alphas: np.ndarray, betas: np.ndarray, losses: np.ndar
     return filled
 
 
+def refine(alphas: np.ndarray, betas: np.ndarray, losses: np.ndarray, points: int = 61
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear interpolation of the grid onto ``points`` x ``points``, for drawing only (the NPZ keeps the
+    computed grid). A cell next to a non-finite loss stays NaN: a hole where nothing was measured."""
+    fa = np.linspace(alphas[0], alphas[-1], max(points, len(alphas)))
+    fb = np.linspace(betas[0], betas[-1], max(points, len(betas)))
+    z = np.asarray(losses, dtype=np.float64)
+    rows = np.array([np.interp(fa, alphas, r) for r in z])  # z[i, j]: beta i, alpha j
+    return fa, fb, np.array([np.interp(fb, betas, c) for c in rows.T]).T
+
+
 def draw_surface3d(ax: Any, alphas: np.ndarray, betas: np.ndarray, losses: np.ndarray, vmin: float,
                    vmax: float) -> Any:
-    xx, yy = np.meshgrid(alphas, betas)
-    z = np.where(np.isfinite(losses), np.minimum(losses, vmax), vmax)
-    surf = ax.plot_surface(xx, yy, z, cmap="viridis", vmin=vmin, vmax=vmax, linewidth=0, antialiased=True,
+    """The surface on a fine display grid, its filled contours projected on the floor.
+
+    Why: mplot3d paints whole facets back to front (no depth buffer); on the coarse computed grid one facet of
+    the near wall can be painted under the floor (the wall "missing", a stray facet on the floor), and a NaN
+    that used to be drawn at vmax made a spike. Small facets sort correctly; NaN stays a hole."""
+    fa, fb, z = refine(alphas, betas, np.where(np.isinf(losses), np.nan, losses))
+    z = np.minimum(z, vmax)  # Li et al.'s clip: the rim above vmax is drawn flat at vmax
+    xx, yy = np.meshgrid(fa, fb)
+    floor = vmin - 0.35 * (vmax - vmin)
+    ax.contourf(xx, yy, np.ma.masked_invalid(z), levels=np.linspace(vmin, vmax, 16), zdir="z", offset=floor,
+                cmap="viridis", vmin=vmin, vmax=vmax, alpha=0.8)
+    surf = ax.plot_surface(xx, yy, z, cmap="viridis", vmin=vmin, vmax=vmax, linewidth=0, antialiased=False,
                            rstride=1, cstride=1)
-    ax.set_zlim(vmin, vmax)
-    ax.set_xlabel("α")
-    ax.set_ylabel("β")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_zlim(floor, vmax)
+    ax.set_zticks([t for t in MaxNLocator(5).tick_values(vmin, vmax) if vmin <= t <= vmax])  # no loss < vmin
+    ax.set_xlabel("α (direction 1)", labelpad=8)
+    ax.set_ylabel("β (direction 2)", labelpad=8)
     ax.set_zlabel("loss")
-    ax.view_init(elev=35, azim=-60)
+    ax.view_init(elev=28, azim=-60)
     return surf
 
 
 __all__ = [
     "base_state", "bn_stat_keys", "coordinates", "direction_cosine", "display_range", "draw_contour", "draw_line",
     "draw_surface3d", "evaluate_state", "filter_normalized_direction", "grid_stats", "interpolate",
-    "interpolation_alphas", "interpolation_stats", "line_stats", "loss_grid", "loss_line", "merge_batches", "shifted",
+    "interpolation_alphas", "interpolation_stats", "line_stats", "loss_grid", "loss_line", "merge_batches", "refine",
+    "shifted",
     "weight_shapes",
 ]
