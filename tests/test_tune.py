@@ -298,6 +298,36 @@ def test_ray_workers_share_the_study(data, tmp_path):
     assert {r["state"] for r in rows} == {"complete"}, seen
 
 
+def _ask_many(url: str, start, queue, n: int) -> None:
+    study = open_study(tiny_spec(sampler="random"), url)
+    start.wait()
+    queue.put([study.ask().number for _ in range(n)])
+
+
+def test_parallel_workers_never_get_the_same_waiting_trial(tmp_path):
+    """Four processes pop 80 waiting trials at once from one SQLite study: each trial goes to one of them.
+    (Plain Optuna on SQLite hands a waiting trial to two workers: Python's sqlite3 starts the transaction only
+    at the write, after both have read it as waiting.)"""
+    import multiprocessing as mp
+
+    spec = tiny_spec(sampler="random")
+    url = storage_url(spec, tmp_path)
+    study = open_study(spec, url)
+    for i in range(80):
+        study.enqueue_trial({"optim.lr": 0.01 + i * 1e-4})
+    ctx = mp.get_context("spawn")
+    queue, start = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_ask_many, args=(url, start, queue, 20)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    time.sleep(2)  # all set up, then all at once
+    start.set()
+    got = [n for _ in procs for n in queue.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=60)
+    assert sorted(got) == list(range(80))
+
+
 def test_a_trial_killed_before_it_was_stamped_is_requeued_once_stale(tmp_path, monkeypatch):
     """A worker killed between asking for a trial and stamping it (host, pid) leaves a RUNNING trial nobody owns:
     left alone while it may still be stamped, failed and re-enqueued once it is stale."""

@@ -93,11 +93,38 @@ def make_pruner(spec: TuneSpec) -> Any:
     return p.MedianPruner(n_startup_trials=spec.prune_startup_trials, n_warmup_steps=spec.prune_warmup_epochs)
 
 
+def serialised_sqlite(url: str) -> Any:
+    """Optuna's storage for an SQLite URL, with every transaction begun ``BEGIN IMMEDIATE``.
+
+    Python's sqlite3 driver starts a transaction only at the first write, so Optuna's read-then-claim of a
+    waiting trial is not atomic: two workers can both read it as waiting and both run it (the intermittent
+    "run directory is in use" failure of parallel tunes; tests/test_tune.py races 4 processes). An immediate
+    transaction takes the write lock before the read, so the second worker waits, then sees the trial taken
+    (SQLAlchemy's documented recipe for serialisable pysqlite transactions). Other databases lock the row
+    (``SELECT ... FOR UPDATE``)."""
+    import sqlalchemy
+
+    storage = optuna_module().storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN below is then the only one
+
+    @sqlalchemy.event.listens_for(storage.engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # connections opened while the storage set itself up lack the hooks
+    return storage
+
+
 def open_study(spec: TuneSpec, url: str, worker_index: int = 0) -> Any:
     optuna = optuna_module()
+    storage = serialised_sqlite(url) if url.startswith("sqlite") else url
     try:
-        return optuna.create_study(study_name=spec.name, storage=url, load_if_exists=True, direction=spec.direction,
-                                   sampler=make_sampler(spec, worker_index), pruner=make_pruner(spec))
+        return optuna.create_study(study_name=spec.name, storage=storage, load_if_exists=True,
+                                   direction=spec.direction, sampler=make_sampler(spec, worker_index),
+                                   pruner=make_pruner(spec))
     except ValueError as exc:  # e.g. the study exists with another direction
         raise ConfigError(f"tune study '{spec.name}' in {url}: {exc}") from None
 
