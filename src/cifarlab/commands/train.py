@@ -104,11 +104,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _tested_weights(summary: dict[str, Any]) -> str:
     """E.g. "last weights", "best weights, EMA, TTA flip": what exactly the test accuracy was measured on."""
+    from cifarlab.engine.tta import tta_label
+
     parts = [f"{summary.get('test_weights', '-')} weights"]
     if summary.get("averaged"):
         parts.append(str(summary["averaged"]).upper())
     if summary.get("tta") not in (None, "none"):
-        parts.append(f"TTA {summary['tta']}")
+        parts.append(f"TTA {tta_label(summary['tta'], summary.get('tta_confidence'))}")
     return ", ".join(parts)
 
 

@@ -61,6 +61,7 @@ from cifarlab.engine.rundir import (
     remove_stale_temporaries,
 )
 from cifarlab.engine.schedules import plot_lr
+from cifarlab.engine.tta import tta_label
 from cifarlab.io import atomic_write_json, atomic_write_yaml, json_safe
 from cifarlab.models.protocol import DataInit
 from cifarlab.models.summary import count_macs, count_params
@@ -430,13 +431,14 @@ class Trainer:
         tested, averaged = self.averaged_model(), "ema" if self.ema is not None else None
         if self.swa is not None and self.swa.n_averaged > 0:
             tested, averaged = self._finish_swa(summary), "swa"
-        tta = "" if cfg.train.tta == "none" else f", TTA {cfg.train.tta}"
+        tta = "" if cfg.train.tta == "none" else f", TTA {tta_label(cfg.train.tta, cfg.train.tta_confidence)}"
         with self.log.phase(f"evaluating test ({len(self.test_x):,} images{tta})") as note:
             start = time.perf_counter()
             test = self.evaluate(tested, self.test_x, self.test_y)
             summary["test_time_s"] = time.perf_counter() - start  # with train_time_s: airbench's "time" (+ TTA)
             note(f"test_acc {test.acc:.4f}")
         summary.update(test_weights=cfg.train.test_weights, averaged=averaged, tta=cfg.train.tta,
+                       tta_confidence=cfg.train.tta_confidence,
                        test_loss=test.loss, test_acc=test.acc,
                        per_class_test_acc=dict(zip(CLASSES, test.per_class_acc)), confusion=test.confusion)
         if not math.isfinite(test.loss):

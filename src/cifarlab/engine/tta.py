@@ -26,6 +26,11 @@ from cifarlab.data.augment import BatchAugment, crop_flip
 TTA_MODES = ("none", "flip", "flip_shift")
 
 
+def tta_label(mode: str, confidence: float | None = None) -> str:
+    """How a prediction was made, for logs and tables: "flip_shift", "flip_shift below 50 % confidence"."""
+    return mode if confidence is None or mode == "none" else f"{mode} below {100 * confidence:g} % confidence"
+
+
 def tta_views(x: torch.Tensor, mode: str, shift: int = 1, pad_mode: str = "reflect") -> list[torch.Tensor]:
     """The uint8 views of batch ``x`` (B, C, H, W) that ``mode`` averages over, in a fixed order."""
     if mode not in TTA_MODES:
