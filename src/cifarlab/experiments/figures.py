@@ -82,7 +82,9 @@ def convergence_plot(variants: list[VariantStats], title_suffix: str = "") -> An
             ax.set_ylabel("cross-entropy loss")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
-    fig.suptitle(f"Convergence{title_suffix}: mean over seeds, band min..max over seeds", fontsize=SUPTITLE_SIZE)
+    several = any(len(runs) > 1 for runs in curves.values())
+    how = ": mean over seeds, band min..max over seeds" if several else ": one run per variant"
+    fig.suptitle(f"Convergence{title_suffix}{how}", fontsize=SUPTITLE_SIZE)
     return fig
 
 
@@ -91,9 +93,12 @@ def convergence_figure(variants: list[VariantStats], title_suffix: str = "") -> 
     if fig is None:
         return None
     n_seeds = max(len([r for r in v.runs if r.summary]) for v in variants)
-    caption = ("Training and validation loss and accuracy per epoch (validation: the held-out split carved from "
-               "the training set). Line: mean over seeds; shaded band: min..max over seeds"
-               f" (up to {n_seeds} seed{'s' if n_seeds != 1 else ''} per variant).")
+    held_out = "(validation: the held-out split carved from the training set)"
+    if n_seeds <= 1:  # one run per variant: no mean, no band
+        caption = f"Training and validation loss and accuracy per epoch {held_out}; one run (seed) per variant."
+    else:
+        caption = (f"Training and validation loss and accuracy per epoch {held_out}. Line: mean over seeds; shaded "
+                   f"band: min..max over seeds (up to {n_seeds} seeds per variant).")
     return FigureOut("convergence", f"Convergence{title_suffix}", caption, png_bytes(fig))
 
 
