@@ -276,6 +276,24 @@ def test_cli_tune_errors_are_one_line(tmp_path):
     assert read_yaml(bad)["name"] == "bad"
 
 
+def test_missing_data_is_one_error_and_leaves_no_study(tmp_path):
+    spec = tmp_path / "t.yaml"
+    spec.write_text(textwrap.dedent("""
+        name: nodata
+        base: {preset: quick_cnn, data: {download: false}}
+        space: {optim.lr: {type: float, low: 0.01, high: 0.1}}
+    """))
+    empty, out = tmp_path / "empty", tmp_path / "out"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "cifarlab.cli", "tune", str(spec), "--out", str(out),
+                           "--data-dir", str(empty)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cifarlab: error:")]
+    assert len(errors) == 1 and "CIFAR-10 not found" in errors[0], proc.stderr
+    assert not out.exists()
+
+
 def test_a_diverging_trial_is_recorded_and_the_search_goes_on(data, tmp_path):
     spec = tiny_spec(space={"optim.lr": {"type": "categorical", "choices": [LR_GOOD, 1e8]}},
                      base={"overrides": [*TINY, "train.epochs=1", "model.options.norm=none"]})

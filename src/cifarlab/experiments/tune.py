@@ -463,6 +463,13 @@ def run_tune(spec: TuneSpec, out_dir: str | Path = "runs/tune", data: Any = None
     say = log or (lambda _msg: None)
     if jobs < 1:
         raise ConfigError(f"tune: --jobs must be >= 1, got {jobs}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor '{executor}'; choose local or ray")
+    if executor == "local" and data is None:  # before anything is written: missing data leaves no study behind
+        from cifarlab.data import load_cifar10
+
+        cfg = config_from_dict(spec.base)
+        data = load_cifar10(data_dir or cfg.data.dir, download=cfg.data.download, progress=progress)
     tune_dir = tune_dir_for(spec, out_dir)
     tune_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(spec, tune_dir, storage)
@@ -477,15 +484,8 @@ def run_tune(spec: TuneSpec, out_dir: str | Path = "runs/tune", data: Any = None
     if executor == "ray":
         run_ray_workers(spec, tune_dir, url, jobs, ray_address, cpus_per_trial, gpus_per_trial, data_dir, deadline,
                         say, data)
-    elif executor == "local":
-        if data is None:
-            from cifarlab.data import load_cifar10
-
-            cfg = config_from_dict(spec.base)
-            data = load_cifar10(data_dir or cfg.data.dir, download=cfg.data.download, progress=progress)
-        run_local_workers(spec, tune_dir, url, jobs, data, data_dir, progress, say, deadline, threads)
     else:
-        raise ConfigError(f"unknown executor '{executor}'; choose local or ray")
+        run_local_workers(spec, tune_dir, url, jobs, data, data_dir, progress, say, deadline, threads)
     return _finish_tune(spec, study, tune_dir, data, data_dir, progress, say, final)
 
 
