@@ -244,6 +244,10 @@ def test_per_image_pipeline_makes_a_crop_flip_view_and_bench_reports_ratios(tmp_
         assert row["engine_vs_conventional"] == pytest.approx(row["engine_img_s"] / row["conventional_img_s"])
     for key in ("conv_gflops", "conv_bf16_gflops", "matmul_gflops", "matmul_bf16_gflops"):
         assert report["roofline"][key] > 0, key
+    from cifarlab.engine.environment import cpu_has_native_bf16
+
+    # emulated bf16 (no bf16 in hardware) takes about a minute per 2048^2 product: the bench sizes it down
+    assert report["roofline"]["matmul_size"] == (2048 if cpu_has_native_bf16() else 512)
     assert report["auto_amp"] in ("off", "bf16") and (tmp_path / "bench.json").is_file()
     table = format_table(report)
     assert "| quick_cnn | 256 | fp32 |" in table and "| quick_cnn | 256 | bf16 |" in table

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from cifarlab.config import load_config
 from cifarlab.data import CIFAR10_MEAN, CIFAR10_STD, CifarArrays
 from cifarlab.engine.build import resolve_amp
-from cifarlab.engine.environment import environment_info
+from cifarlab.engine.environment import cpu_has_native_bf16, environment_info
 from cifarlab.io import atomic_write_json
 from cifarlab.models import count_macs
 from cifarlab.stats import mean_ci
@@ -214,10 +214,12 @@ PRECISION_NAMES = {"off": "fp32", "bf16": "bf16"}
 
 def roofline(log: Log, repeats: int = 5) -> dict[str, float]:
     """Measured peaks of this machine, fp32 and bf16 (autocast): a large 3x3 convolution (forward) and a large
-    matrix product, rounds interleaved."""
+    matrix product, rounds interleaved. Without bf16 in hardware the matrix is 512^2, not 2048^2: emulated bf16
+    matmul is so slow there (about a minute for one 2048^2 product on an AVX2 CPU) that it would dominate."""
     x = torch.randn(64, 256, 16, 16).contiguous(memory_format=torch.channels_last)
     conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    n = 2048 if cpu_has_native_bf16() else 512
+    a, b = torch.randn(n, n), torch.randn(n, n)
     times: dict[str, list[float]] = {k: [] for k in ("conv", "matmul", "conv_bf16", "matmul_bf16")}
     with torch.no_grad():
         for _ in range(repeats):
@@ -225,12 +227,12 @@ def roofline(log: Log, repeats: int = 5) -> dict[str, float]:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
                     times["conv" + suffix].append(time_per_step(lambda: conv(x), 1))
                     times["matmul" + suffix].append(time_per_step(lambda: a @ b, 1))
-    conv_flop, mm_flop = 2 * 64 * 256 * 256 * 9 * 16 * 16, 2 * 2048**3
+    conv_flop, mm_flop = 2 * 64 * 256 * 256 * 9 * 16 * 16, 2 * n**3
     out = {f"{k}_gflops": (conv_flop if k.startswith("conv") else mm_flop) / min(v) / 1e9 for k, v in times.items()}
     log(f"  roofline ({torch.get_num_threads()} threads): 3x3 conv 256->256 @16x16 batch 64: fp32 "
-        f"{out['conv_gflops']:.1f}, bf16 {out['conv_bf16_gflops']:.1f} GFLOP/s; 2048^2 matmul: fp32 "
+        f"{out['conv_gflops']:.1f}, bf16 {out['conv_bf16_gflops']:.1f} GFLOP/s; {n}^2 matmul: fp32 "
         f"{out['matmul_gflops']:.1f}, bf16 {out['matmul_bf16_gflops']:.1f} GFLOP/s")
-    return {**out, "threads": torch.get_num_threads()}
+    return {**out, "threads": torch.get_num_threads(), "matmul_size": n}
 
 
 def time_to_accuracy(recipe: str, seeds: list[int], data: CifarArrays, out: Path, log: Log,
