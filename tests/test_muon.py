@@ -14,18 +14,30 @@ from cifarlab.models import create
 from synthetic import cfg_with, synthetic_cifar
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("shape", [(64, 216), (216, 64)])
-def test_orthogonalise_pushes_singular_values_towards_one(shape):
+def test_orthogonalise_pushes_singular_values_towards_one(shape, dtype):
     gen = torch.Generator().manual_seed(0)
     k = min(shape)
     u, _ = torch.linalg.qr(torch.randn(shape[0], k, generator=gen))
     v, _ = torch.linalg.qr(torch.randn(shape[1], k, generator=gen))
     g = u @ torch.diag(torch.logspace(-1, 1, k)) @ v.T  # singular values 0.1 .. 10, directions U V^T known
-    out = orthogonalise(g, steps=5).float()
+    out = orthogonalise(g, steps=5, dtype=dtype).float()
     s_out = torch.linalg.svdvals(out)
     assert s_out.min() > 0.5 and s_out.max() < 1.4  # Muon's quintic: ~U(0.5, 1.5), not exactly 1
     cosine = (out * (u @ v.T)).sum() / (out.norm() * (u @ v.T).norm())
     assert cosine > 0.95
+
+
+def test_newton_schulz_runs_in_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from cifarlab.engine import muon
+
+    net = nn.Linear(4, 4)
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(muon, "cpu_has_native_bf16", lambda native=native: native)
+        opt = MuonSGD([{"params": list(net.parameters()), "muon": True}], lr=0.1, momentum=0.85, nesterov=True,
+                      muon_momentum=0.6, ns_steps=3)
+        assert opt.ns_dtype == expected and muon.ns_dtype(torch.device("cuda")) == torch.bfloat16
 
 
 def test_muon_step_matches_torch_muon_on_a_matrix():

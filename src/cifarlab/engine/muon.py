@@ -20,17 +20,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cifarlab.engine.environment import cpu_has_native_bf16
 from cifarlab.engine.scratch_optim import ScratchSGD
 
 # The quintic Newton-Schulz coefficients of Muon (maximal slope at zero; see torch.optim.Muon's docs).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def orthogonalise(g: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
+def ns_dtype(device: torch.device) -> torch.dtype:
+    """bf16, as Muon does (the iteration is robust to its rounding), where the hardware has it; fp32 on CPUs
+    without bf16 in hardware, where emulated bf16 matmuls are some 30x slower than fp32 (docs/benchmarks.md)."""
+    return torch.bfloat16 if device.type != "cpu" or cpu_has_native_bf16() else torch.float32
+
+
+def orthogonalise(g: Tensor, steps: int, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16) -> Tensor:
     """~ U V^T of the matrix ``g`` = U S V^T (singular values land in ~[0.5, 1.5]), by ``steps`` Newton-Schulz
-    iterations in bf16, as Muon does: the iteration is robust to bf16 rounding and the matrices are small."""
+    iterations in ``dtype`` (``ns_dtype``); the matrices are small."""
     a, b, c = NS_COEFFICIENTS
-    x = g.bfloat16()
+    x = g.to(dtype)
     tall = g.size(0) > g.size(1)
     if tall:
         x = x.T
@@ -49,6 +56,8 @@ class MuonSGD(ScratchSGD):
     def __init__(self, groups: list[dict[str, Any]], lr: float, momentum: float, nesterov: bool,
                  muon_momentum: float, ns_steps: int, renormalise: bool = True) -> None:
         super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+        first = next((p for g in self.param_groups for p in g["params"]), None)
+        self.ns_dtype = ns_dtype(first.device if first is not None else torch.device("cpu"))
         for group in self.param_groups:
             for key, value in (("muon", False), ("muon_momentum", muon_momentum), ("ns_steps", ns_steps),
                                ("renormalise", renormalise)):
@@ -66,7 +75,7 @@ class MuonSGD(ScratchSGD):
         g = g.add(buf, alpha=m) if group["nesterov"] else buf
         if group["renormalise"]:
             p.mul_(len(p) ** 0.5 / p.norm())
-        update = orthogonalise(g.reshape(len(g), -1), group["ns_steps"]).view(g.shape)
+        update = orthogonalise(g.reshape(len(g), -1), group["ns_steps"], dtype=self.ns_dtype).view(g.shape)
         p.add_(update, alpha=-group["lr"])
 
 
