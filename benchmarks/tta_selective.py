@@ -23,7 +23,7 @@ from cifarlab.analysis.explain.runs import load_run, load_splits
 from cifarlab.engine.build import autocast_context
 from cifarlab.engine.environment import cpu_flags
 from cifarlab.engine.evaluate import evaluate
-from cifarlab.engine.tta import tta_probs
+from cifarlab.engine.tta import tta_probs, tta_views
 
 THRESHOLDS = (0.5, 0.7, 0.9, 0.95, 0.99)
 
@@ -53,18 +53,15 @@ def measure(run_dir: Path, data_dir: str | None, rounds: int) -> None:
             times[name].append(time.perf_counter() - start)
             accs[name] = 100 * result.acc
     base = statistics.median(times["plain"])
+    n_views = len(tta_views(splits.val_x[:1], t.tta))
     print(f"{run_dir}: {len(splits.val_y)} validation images, tta {t.tta}, {torch.get_num_threads()} threads, "
           f"CPU flags {' '.join(cpu_flags())}")
     print(f"{'setting':<12} {'val acc %':>9} {'views/img':>9} {'seconds':>8} {'x plain':>8}")
     for name, _, conf in rows:
         frac = 1.0 if conf is None else float((plain.max(1).values < conf).double().mean())
-        views = 1 if name == "plain" else 1 + (len_views(t.tta) - 1) * frac
+        views = 1 if name == "plain" else 1 + (n_views - 1) * frac
         sec = statistics.median(times[name])
         print(f"{name:<12} {accs[name]:>9.2f} {views:>9.2f} {sec:>8.2f} {sec / base:>8.2f}")
-
-
-def len_views(mode: str) -> int:
-    return {"none": 1, "flip": 2, "flip_shift": 6}[mode]
 
 
 def main() -> None:

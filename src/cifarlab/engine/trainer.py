@@ -116,7 +116,8 @@ class Trainer:
         # before the (slower) data loading.
         with log.phase(f"building model {cfg.model.name}") as note:
             self.model = build_model(cfg, device)
-            note(f"{count_params(self.model):,} parameters")
+            self.params = count_params(self.model)
+            note(f"{self.params:,} parameters")
         with log.phase("loading data") as note:
             self._load_data(device)
             note(f"{len(self.train_x):,} train / {len(self.val_x):,} val / {len(self.test_x):,} test images "
@@ -130,7 +131,7 @@ class Trainer:
             # One random orientation per training image, fixed for the run; odd epochs use the complement.
             gen = torch.Generator().manual_seed(seed_for(cfg.train.seed, -1))
             self.flip_base = (torch.rand(len(self.train_x), generator=gen) < 0.5).to(device)
-        self.params, self.macs = count_params(self.model), count_macs(self.raw_model)
+        self.macs = count_macs(self.raw_model)
         self.steps_per_epoch = steps_per_epoch(cfg, len(self.train_x))
         self.epochs = planned_epochs(cfg, self.steps_per_epoch)
         self.total_steps = cfg.train.max_steps or self.epochs * self.steps_per_epoch
