@@ -46,8 +46,10 @@ def run_once(script: str) -> float:
 
 
 def kill_randomly(script: str, done: Path, seed: int, kills: int, duration: float) -> int:
-    """Run ``script`` repeatedly, SIGKILLed after a seeded random fraction of ``duration``, until ``done`` exists
-    (the last attempt is never killed); return how many kills were made."""
+    """Run ``script`` repeatedly, SIGKILLed after a seeded random fraction of ``duration``, until an attempt ends
+    by itself (the last is never killed), as a user re-runs an interrupted command until it finishes; then
+    ``done`` must exist. Return how many kills were made. (Stopping as soon as ``done`` appeared would miss a
+    kill that lands after it is written, while the process still holds its lock or writes other files.)"""
     rng, made = random.Random(seed), 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for attempt in range(kills + 1):
@@ -59,9 +61,11 @@ def kill_randomly(script: str, done: Path, seed: int, kills: int, duration: floa
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             made += 1
-        if done.exists():
-            return made
-    raise AssertionError(f"{done} never appeared")
+            continue
+        assert proc.returncode == 0, f"attempt {attempt} failed with exit code {proc.returncode}"
+        assert done.exists(), f"{done} never appeared"
+        return made
+    raise AssertionError("the unkilled last attempt never ran")
 
 
 def strays(folder: Path) -> list[Path]:

@@ -280,3 +280,36 @@ def test_cli_exit_code_and_failure_listing(tmp_path, data, monkeypatch, capsys):
 def test_sweep_file_is_checked_by_the_config_builder(raw, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         parse_spec(raw)
+
+
+def test_temporaries_left_by_a_killed_sweep_are_removed_on_resume(tmp_path):
+    # A SIGKILL between an atomic write's mkstemp and its rename leaves '.<name>.<random>.tmp' behind (the fault
+    # injection test caught one beside sweep_status.json); the next run of the sweep clears them.
+    spec = parse_spec({"name": "strays", "base": {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 1}},
+                       "axes": {"optim.lr": [0.05]}, "seeds": [0]})
+    sweep_dir = sweep_dir_for(spec, tmp_path)
+    (sweep_dir / "figures").mkdir(parents=True)
+    strays = [sweep_dir / ".sweep_status.json.jyw85xn5.tmp", sweep_dir / "figures" / ".convergence.png.ab12cd.tmp"]
+    for p in strays:
+        p.write_text("half")
+    keep = sweep_dir / "notes.tmp"  # not a temporary of ours (no leading dot): left alone
+    keep.write_text("mine")
+    run_sweep(spec, tmp_path, data=tiny_data())
+    assert [p.exists() for p in strays] == [False, False] and keep.read_text() == "mine"
+    assert json.loads((sweep_dir / "sweep_status.json").read_text())["state"] == "finished"
+
+
+def test_a_second_driver_of_one_sweep_gets_one_clear_error(tmp_path):
+    import os
+    import socket
+
+    spec = parse_spec({"name": "busy", "base": TINY_BASE, "axes": {"optim.lr": [0.05]}, "seeds": [0]})
+    sweep_dir = sweep_dir_for(spec, tmp_path)
+    sweep_dir.mkdir(parents=True)
+    # A live process (this one's parent) owns the sweep: nothing may be written beside it.
+    (sweep_dir / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))
+    from cifarlab.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=rf"'{sweep_dir}' is in use by process {os.getppid()}"):
+        run_sweep(spec, tmp_path, data=tiny_data())
+    assert sorted(p.name for p in sweep_dir.iterdir()) == [".lock"]

@@ -70,9 +70,11 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path | None, resume: bool) -> Path:
     return run_dir
 
 
-def remove_stale_temporaries(run_dir: Path) -> int:
-    """Temporary files of atomic writes a killed process left behind (``.<name>.<random>.tmp``); how many."""
-    stale = [p for folder in (run_dir, run_dir / "checkpoints") if folder.is_dir() for p in folder.glob(".*.tmp")]
+def remove_stale_temporaries(folder: Path, subfolders: tuple[str, ...] = ("checkpoints",)) -> int:
+    """Temporary files of atomic writes a killed process left behind (``.<name>.<random>.tmp``) in ``folder`` and
+    its ``subfolders``; how many. Call it only while owning the folder (no live writer can own one of them)."""
+    folders = (folder, *(folder / name for name in subfolders))
+    stale = [p for f in folders if f.is_dir() for p in f.glob(".*.tmp")]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
@@ -95,7 +97,7 @@ class RunLock:
             except FileExistsError:
                 owner = _lock_owner(self.path)
                 if owner is not None and not _stale(owner):
-                    raise CheckpointError(f"run directory '{self.path.parent}' is in use by process {owner['pid']} "
+                    raise CheckpointError(f"directory '{self.path.parent}' is in use by process {owner['pid']} "
                                           f"on {owner['host']} (lock file {self.path}); wait for it or use another "
                                           "name") from None
                 self.path.unlink(missing_ok=True)  # stale: its owner is gone

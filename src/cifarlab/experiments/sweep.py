@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.config import RunConfig, build_section, config_from_dict, deep_merge, preset_dict, read_yaml, to_dict
-from cifarlab.engine.rundir import comparable
+from cifarlab.engine.rundir import RunLock, comparable, remove_stale_temporaries
 from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.io import atomic_write_json, atomic_write_yaml, write_csv
 from cifarlab.manifest import read_manifest, write_manifest
@@ -434,28 +434,47 @@ def run_sweep(
     (``data_dir``, else the base config's ``data.dir``). ``on_epoch_end`` (local executor only) is called as
     ``f(plan, epoch, row)``. ``outputs``: write results.md/csv and figures at the end.
     """
-    from cifarlab.experiments.executors import run_local, run_ray
-
     say = log or (lambda _msg: None)
     plans = expand(spec)  # raises before anything is written
     sweep_dir = sweep_dir_for(spec, out_dir)
     states = {p.rel_dir: run_state(sweep_dir / p.rel_dir, p.config) for p in plans}
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_yaml(sweep_dir / "sweep.yaml", spec_dict(spec))
-    rows, todo = _plan_rows(plans, states, sweep_dir, say)
-    ordered = [rows[p.rel_dir] for p in plans]
-    write_status(sweep_dir, spec.name, ordered, "running")
-    say(f"sweep {spec.name}: {len(plans)} runs in {sweep_dir} ({len(plans) - len(todo)} already finished, "
-        f"{sum(r for _, r in todo)} to resume, {sum(not r for _, r in todo)} to start)")
+    lock = RunLock(sweep_dir)  # two drivers of one sweep would race on its index files and its runs
+    lock.acquire()
+    try:
+        remove_stale_temporaries(sweep_dir, subfolders=("figures",))  # a killed sweep's half-written index files
+        atomic_write_yaml(sweep_dir / "sweep.yaml", spec_dict(spec))
+        rows, todo = _plan_rows(plans, states, sweep_dir, say)
+        ordered = [rows[p.rel_dir] for p in plans]
+        write_status(sweep_dir, spec.name, ordered, "running")
+        say(f"sweep {spec.name}: {len(plans)} runs in {sweep_dir} ({len(plans) - len(todo)} already finished, "
+            f"{sum(r for _, r in todo)} to resume, {sum(not r for _, r in todo)} to start)")
+        _run_todo(todo, rows, ordered, spec.name, sweep_dir, say, data=data, executor=executor,
+                  data_dir=data_dir, progress=progress, ray_address=ray_address, cpus_per_run=cpus_per_run,
+                  gpus_per_run=gpus_per_run, on_epoch_end=on_epoch_end)
+        write_status(sweep_dir, spec.name, ordered, "finished")
+        if outputs:
+            _write_outputs(sweep_dir, ordered, say)
+    finally:
+        lock.release()
+    return SweepResult(sweep_dir, ordered)
+
+
+def _run_todo(todo: list[tuple[RunPlan, bool]], rows: dict[str, dict[str, Any]], ordered: list[dict[str, Any]],
+              name: str, sweep_dir: Path, say: Callable[[str], None], *, data: Any, executor: str,
+              data_dir: str | None, progress: bool | None, ray_address: str | None, cpus_per_run: float,
+              gpus_per_run: float, on_epoch_end: Callable[[RunPlan, int, dict[str, Any]], None] | None) -> None:
+    """Train the (plan, resume) pairs with the chosen executor, recording each outcome in the status files."""
+    from cifarlab.experiments.executors import run_local, run_ray
 
     def record(plan: RunPlan, status: str, error: str | None) -> None:
         rows[plan.rel_dir].update(status=status, error=error)
-        write_status(sweep_dir, spec.name, ordered, "running")
+        write_status(sweep_dir, name, ordered, "running")
         say(f"{plan.rel_dir}: {status}" + (f" ({error})" if error else ""))
 
     if todo and executor == "local":
         if data is None:
-            data = _load_data(plans[0].cfg, data_dir, progress)
+            data = _load_data(todo[0][0].cfg, data_dir, progress)
         try:
             run_local(todo, sweep_dir, data, record, progress=progress, on_epoch_end=on_epoch_end,
                       announce=lambda i, p, resume: say(f"[{i}/{len(todo)}] {p.rel_dir}: "
@@ -464,17 +483,13 @@ def run_sweep(
             for r in ordered:  # started but unfinished: interrupted; never started: still pending
                 if r["status"] == "pending" and (sweep_dir / r["run_dir"] / "config.yaml").is_file():
                     r["status"] = "interrupted"
-            write_status(sweep_dir, spec.name, ordered, "interrupted")
+            write_status(sweep_dir, name, ordered, "interrupted")
             raise
     elif todo and executor == "ray":
         run_ray(todo, sweep_dir, data, record, address=ray_address, cpus_per_run=cpus_per_run,
                 gpus_per_run=gpus_per_run, data_dir=data_dir)
     elif todo:
         raise ConfigError(f"unknown executor '{executor}'; choose local or ray")
-    write_status(sweep_dir, spec.name, ordered, "finished")
-    if outputs:
-        _write_outputs(sweep_dir, ordered, say)
-    return SweepResult(sweep_dir, ordered)
 
 
 def _plan_rows(plans: list[RunPlan], states: dict[str, str], sweep_dir: Path,
