@@ -134,13 +134,35 @@ def test_tensorboard_final_metrics_hparams_and_figures(tmp_path, data):
     acc = _events(tmp_path / "tb")
     for key in ("test_acc", "test_loss", "test_acc_no_tta", "final_val_acc", "best_val_acc"):
         (event,) = acc.Scalars(f"final/{key}")
-        assert event.value == np.float32(summary[key]) and event.step == 2, key  # float32 in the event file
-    assert [e.step for e in acc.Scalars("epoch/val_acc")] == [1, 2]
+        assert event.value == np.float32(summary[key]) and event.step == summary["steps"], key  # float32 there
+    per_epoch = summary["steps"] // 2  # one axis, the optimizer step: epoch rows sit at the step ending the epoch
+    assert [e.step for e in acc.Scalars("epoch/val_acc")] == [per_epoch, 2 * per_epoch]
+    assert [e.step for e in acc.Scalars("step/loss")] == list(range(1, summary["steps"] + 1))
     hparams = _session_hparams(acc)
     assert hparams["optim.lr"] == 0.05 and hparams["model.name"] == "quick_cnn" and hparams["train.tta"] == "flip"
     assert hparams["model.options.widths"] == "[8, 16, 16]" and "data.dir" not in hparams
     (image,) = acc.Images("figures/lr")  # lr.png, the run's figure
     assert image.width > 100 and image.height > 100
+
+
+def test_tensorboard_resume_purges_what_a_killed_run_logged_after_its_checkpoint(tmp_path, data):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'cifarlab[tensorboard]')")
+    import shutil
+
+    run = tmp_path / "tb"
+    train(cfg_with("train.epochs=1", "tensorboard=true"), run, data=data, progress=False)
+    kept = tmp_path / "epoch1.pt"
+    shutil.copy(run / "checkpoints" / "last.pt", kept)
+    summary = train(cfg_with("train.epochs=2", "tensorboard=true"), run, resume=True, data=data, progress=False)
+    # A run killed just before its epoch-2 checkpoint: epoch 2's events are on disk, last.pt says epoch 1.
+    shutil.copy(kept, run / "checkpoints" / "last.pt")
+    (run / "summary.json").unlink()
+    again = train(cfg_with("train.epochs=2", "tensorboard=true"), run, resume=True, data=data, progress=False)
+    assert again["test_acc"] == summary["test_acc"]
+    acc = _events(run)
+    steps = [e.step for e in acc.Scalars("step/loss")]
+    assert steps == list(range(1, summary["steps"] + 1))  # each step once, not epoch 2's twice
+    assert [e.step for e in acc.Scalars("epoch/train_loss")] == [summary["steps"] // 2, summary["steps"]]
 
 
 def test_tensorboard_sweep_runs_are_hparams_rows(tmp_path, data):

@@ -136,26 +136,35 @@ def read_png(path: Path) -> Any:
 
 
 class MetricsWriter:
+    """steps.csv and epochs.csv, plus a TensorBoard event file when asked. Every TensorBoard scalar is indexed by
+    the optimizer step (epoch rows at the step that ends the epoch): one axis, so that a resumed run can purge
+    what its killed predecessor logged after the checkpoint (TensorBoard's ``purge_step`` cuts one axis)."""
+
     def __init__(self, run_dir: Path, tensorboard: bool = False):
         self.run_dir = run_dir
         self.steps_path = run_dir / "steps.csv"
         self.epochs_path = run_dir / "epochs.csv"
-        self.tb = None
+        self.tensorboard, self.tb = tensorboard, None
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                import torch.utils.tensorboard  # noqa: F401  (fail before training, not at the first write)
             except ImportError:
                 from cifarlab.errors import ConfigError
 
                 raise ConfigError(
                     "tensorboard: true needs the tensorboard package: pip install 'cifarlab[tensorboard]'"
                 ) from None
-            self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
     def start(self, last_step: int, last_epoch: int) -> None:
         """Create the files, or cut them back to what the checkpoint we resume from had seen."""
         _truncate(self.steps_path, STEP_FIELDS, "step", last_step)
         _truncate(self.epochs_path, EPOCH_FIELDS, "epoch", last_epoch)
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # Resuming: hide the events of steps after the checkpoint (a killed run logged them; we redo them).
+            purge = last_step + 1 if last_step else None
+            self.tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def _append(self, path: Path, fields: Sequence[str], rows: list[dict[str, Any]]) -> None:
         with path.open("a", newline="") as f:
@@ -170,18 +179,19 @@ class MetricsWriter:
                 self.tb.add_scalar("step/loss", r["loss"], r["step"])
                 self.tb.add_scalar("step/lr", r["lr"], r["step"])
 
-    def log_epoch(self, row: dict[str, Any]) -> None:
+    def log_epoch(self, row: dict[str, Any], step: int) -> None:
+        """One epochs.csv row; ``step``: the optimizer steps taken when the epoch ended (TensorBoard's axis)."""
         self._append(self.epochs_path, EPOCH_FIELDS, [row])
         if self.tb:
             for k in EPOCH_FIELDS[1:]:
                 if row.get(k) is not None and row[k] == row[k]:
-                    self.tb.add_scalar(f"epoch/{k}", row[k], row["epoch"])
+                    self.tb.add_scalar(f"epoch/{k}", row[k], step)
 
     def log_final(self, summary: dict[str, Any], config: dict[str, Any]) -> None:
         """TensorBoard only: the final metrics, the run's figures and its HParams session."""
         if not self.tb:
             return
-        step, metrics = int(summary.get("epochs_run") or 0), final_metrics(summary)
+        step, metrics = int(summary.get("steps") or 0), final_metrics(summary)
         for key, value in metrics.items():
             self.tb.add_scalar(f"final/{key}", value, step)
         for path in sorted(self.run_dir.glob("*.png")):

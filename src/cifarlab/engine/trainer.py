@@ -352,7 +352,7 @@ class Trainer:
         if improved:
             save_checkpoint(ckpt_dir / "best.pt", self.state_dict())
         # Metrics before the checkpoint: a crash in between re-runs this epoch and cuts the rows back.
-        self.metrics.log_epoch(row)
+        self.metrics.log_epoch(row, self.step)
         save_checkpoint(ckpt_dir / "last.pt", self.state_dict())
         self.callbacks.call("on_checkpoint", self, epoch, row)
 
