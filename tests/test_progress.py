@@ -37,7 +37,9 @@ def test_format_eta_and_epoch_line():
     assert [format_eta(s) for s in (4.2, 192, 5400)] == ["4 s", "3.2 min", "1.5 h"]
     row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": float("nan"), "val_acc": float("nan"),
            "lr": 0.1, "seconds": 2.0}
-    assert epoch_line(row, 4, 192.0).endswith("2.0s  ETA 3.2 min")
+    assert epoch_line(row, 4, 192.0) == "epoch   1/4  train_loss 1.0000 train_acc 50.00 %  lr 0.1  2.0s  ETA 3.2 min"
+    validated = {**row, "val_loss": 0.75, "val_acc": 0.61234}
+    assert "val_loss 0.7500 val_acc 61.23 %" in epoch_line(validated, 4)
     assert "ETA" not in epoch_line(row, 4)
 
 
@@ -48,8 +50,8 @@ def test_cli_train_prints_phases_in_order_with_times(tmp_path, fake_data, capsys
     want = [r"^run r: quick_cnn on cpu, ", r"^building model quick_cnn \.\.\. 3,922 parameters," + TIMED,
             r"^loading data \.\.\. 200 train / 100 val / 100 test images \(synthetic\)," + TIMED,
             r"^epoch   1/3 .* ETA \d", r"^epoch   2/3 .* ETA \d", r"^epoch   3/3 .*\ds$",
-            r"^evaluating test \(100 images, TTA flip\) \.\.\. test_acc 0\.\d{4}," + TIMED,
-            r"^evaluating without TTA \(what TTA adds\) \.\.\. test_acc 0\.\d{4}," + TIMED]
+            r"^evaluating test \(100 images, TTA flip\) \.\.\. test_acc \d{1,3}\.\d{2} %," + TIMED,
+            r"^evaluating without TTA \(what TTA adds\) \.\.\. test_acc \d{1,3}\.\d{2} %," + TIMED]
     found = [next(i for i, line in enumerate(lines) if re.search(w, line)) for w in want]
     assert found == sorted(found) and found[0] == 0, lines
     assert not any("ETA" in line for line in lines if line.startswith("epoch   3/3"))

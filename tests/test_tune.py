@@ -368,3 +368,26 @@ def test_a_spent_timeout_runs_no_trial_and_says_so(data, tmp_path):
     result = run_tune(spec, tmp_path, data=data)
     assert result.best_trial is None and result.final is None and result.n_trials == 0
     assert json.loads((result.tune_dir / "tune.json").read_text())["best_trial"] is None
+
+
+def test_tensorboard_hparams_per_trial_without_test_metrics(data, tmp_path):
+    """`tensorboard=true` in the base: every trial logs an HParams session (its searched value among the
+    hyper-parameters) with validation metrics only; the final retrain alone logs test metrics."""
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'cifarlab[tensorboard]')")
+    from tests.test_progress import _events, _session_hparams
+
+    spec = tiny_spec(base={"overrides": [*TINY, "train.epochs=2", "tensorboard=true"]})
+    result = run_tune(spec, tmp_path, data=data)
+    trials = sorted((result.tune_dir / "trials").iterdir())
+    assert len(trials) == 2
+    lrs = set()
+    for trial in trials:
+        acc = _events(trial)
+        lrs.add(_session_hparams(acc)["optim.lr"])
+        tags = acc.Tags()["scalars"]
+        assert not [t for t in tags if t.startswith("final/test")]  # the test set was withheld
+        summary = json.loads((trial / "summary.json").read_text())
+        assert acc.Scalars("final/final_val_acc")[-1].value == pytest.approx(summary["final_val_acc"])
+    assert lrs == {LR_BAD, LR_GOOD}
+    final = _events(result.tune_dir / "final")
+    assert final.Scalars("final/test_acc")[-1].value == pytest.approx(result.final["test_acc"])

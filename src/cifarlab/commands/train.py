@@ -118,8 +118,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from cifarlab.engine.metrics import percent
+
     def pct(v: Any) -> str:
-        return f"{100 * v:.2f} %" if isinstance(v, float) else "-"
+        return percent(v) if isinstance(v, float) else "-"
 
     def num(v: Any, fmt: str = ".4f") -> str:
         return format(v, fmt) if isinstance(v, (int, float)) else "-"

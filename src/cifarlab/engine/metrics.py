@@ -65,13 +65,19 @@ def format_eta(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
+def percent(fraction: float) -> str:
+    """An accuracy as every line and table of cifarlab prints it (files keep the fraction)."""
+    return f"{100 * fraction:.2f} %"
+
+
 def epoch_line(row: dict[str, Any], epochs: int, eta_s: float | None = None) -> str:
     """The one line printed per epoch (validation numbers only when the epoch was validated; the ETA of the
     epochs left when given)."""
-    val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if row["val_acc"] == row["val_acc"] else ""
+    val = (f" val_loss {row['val_loss']:.4f} val_acc {percent(row['val_acc'])}"
+           if row["val_acc"] == row["val_acc"] else "")
     eta = f"  ETA {format_eta(eta_s)}" if eta_s is not None else ""
     return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f} "
-            f"train_acc {row['train_acc']:.4f}{val}  lr {row['lr']:.3g}  {row['seconds']:.1f}s{eta}")
+            f"train_acc {percent(row['train_acc'])}{val}  lr {row['lr']:.3g}  {row['seconds']:.1f}s{eta}")
 
 
 class ProgressLog:

@@ -52,7 +52,7 @@ from cifarlab.engine.callbacks import Callback, CallbackList, StepContext, defau
 from cifarlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cifarlab.engine.environment import environment_info, resolve_device
 from cifarlab.engine.evaluate import EvalResult, averaged_state, evaluate
-from cifarlab.engine.metrics import MetricsWriter, ProgressLog
+from cifarlab.engine.metrics import MetricsWriter, ProgressLog, percent
 from cifarlab.engine.rundir import (
     RunLock,
     check_same_run,
@@ -437,7 +437,7 @@ class Trainer:
             start = time.perf_counter()
             test = self.evaluate(tested, self.test_x, self.test_y)
             summary["test_time_s"] = time.perf_counter() - start  # with train_time_s: airbench's "time" (+ TTA)
-            note(f"test_acc {test.acc:.4f}")
+            note(f"test_acc {percent(test.acc)}")
         summary.update(test_weights=cfg.train.test_weights, averaged=averaged, tta=cfg.train.tta,
                        tta_confidence=cfg.train.tta_confidence,
                        test_loss=test.loss, test_acc=test.acc,
@@ -450,7 +450,7 @@ class Trainer:
                 summary["test_acc_no_tta"] = self.evaluate(tested, self.test_x, self.test_y, tta="none").acc
                 if len(self.val_x):
                     summary["val_acc_no_tta"] = self.evaluate(tested, self.val_x, self.val_y, tta="none").acc
-                note(f"test_acc {summary['test_acc_no_tta']:.4f}")
+                note(f"test_acc {percent(summary['test_acc_no_tta'])}")
 
     def _finish_swa(self, summary: dict[str, Any]) -> nn.Module:
         """BatchNorm statistics of the SWA average from one pass over the (un-augmented) training images, its
