@@ -91,23 +91,24 @@ def seeds_note(n: int) -> str:
 
 
 def draw_confusion(fig: Any, confusion: np.ndarray, per_class: Sequence[float], classes: Sequence[str]) -> None:
-    """Two panels on ``fig``: the row-normalised confusion matrix and per-class accuracy bars (fractions)."""
-    norm = confusion / np.clip(confusion.sum(1, keepdims=True), 1, None)
+    """Two panels on ``fig``: the row-normalised confusion matrix in % of each true class, and per-class
+    accuracy bars (``per_class`` given as fractions)."""
+    norm = 100 * confusion / np.clip(confusion.sum(1, keepdims=True), 1, None)
     classes = list(classes)
     ax = fig.add_subplot(1, 2, 1)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=100)
     ax.set_xticks(range(len(classes)))
     ax.set_yticks(range(len(classes)))
     ax.set_xticklabels(classes, rotation=90, fontsize=8)  # upright boxes: neighbours never touch
     ax.set_yticklabels(classes, fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title("confusion matrix (rows sum to 1)", fontsize=TITLE_SIZE)
+    ax.set_title("confusion matrix (% of the true class; rows sum to 100)", fontsize=TITLE_SIZE)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+            ax.text(j, i, f"{norm[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                    color="white" if norm[i, j] > 50 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="% of the true class")
     ax2 = fig.add_subplot(1, 2, 2)
     ax2.barh(range(len(classes)), [100 * a for a in per_class], color="#4c72b0")
     ax2.set_yticks(range(len(classes)))
