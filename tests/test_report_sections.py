@@ -152,6 +152,18 @@ def _tables(html_text: str) -> dict[str, list[list[tuple[str, str]]]]:
     return {re.sub(r"^Table \d+\. ", "", k): v for k, v in parser.tables.items()}
 
 
+def _auto_precision() -> str:
+    import torch
+
+    from cifarlab.engine.build import resolve_amp
+
+    amp = resolve_amp("auto", torch.device("cpu"))  # these runs ask for auto: bf16 or fp32, as this CPU does
+    return ("fp32" if amp == "off" else f"{amp} autocast") + " (train.amp=auto)"
+
+
+AUTO_PRECISION = _auto_precision()
+
+
 def _kv(table: list[list[tuple[str, str]]]) -> dict[str, str]:
     return {row[0][0]: row[1][0] for row in table[1:]}
 
@@ -164,7 +176,7 @@ def test_run_settings_table_and_single_run_wording(page):
     assert settings["epochs planned"] == "1" and settings["seed"] == "1" and settings["batch size"] == "50"
     assert settings["images train / val / test"] == "100 / 100 / 100"
     assert settings["model"] == "quick_cnn" and settings["model options"] == "widths=[8, 16, 16]"
-    assert settings["preset"] == "none" and settings["amp"] == "off" and settings["device"] == "cpu"
+    assert settings["preset"] == "none" and settings["precision"] == AUTO_PRECISION and settings["device"] == "cpu"
     assert settings["training subset"] == "all" and settings["schedule"] == "cosine"
     assert "1 run (seed 1)" in sec and "over seeds" not in sec and "seed per variant" not in sec
     assert "1 run, so no band" in sec  # the convergence figure's caption, rewritten for one run
@@ -198,7 +210,7 @@ def test_interrupted_run_is_listed_with_its_epoch(page):
     assert [c for c, _ in rows[1]][:3] == ["stopped", "interrupted at epoch 1 of 2", "1"]
     sec = _section(text, "Run runs/stopped (interrupted at epoch 1 of 2)")
     settings = _kv(_tables(sec)["Settings"])
-    assert settings["training subset"] == "60 images" and settings["amp"] == "off"  # from env.json
+    assert settings["training subset"] == "60 images" and settings["precision"] == AUTO_PRECISION  # env.json
     assert "Summary" not in _tables(sec)
 
 
@@ -260,3 +272,11 @@ def test_page_renders_in_headless_chromium(page, tmp_path):
     assert pixels.shape[1] >= 1000 and pixels.shape[0] >= 2000
     assert pixels.std() > 10  # not a blank page: text, table borders and figures
     assert (pixels < 128).mean() > 0.01  # some dark ink (text), not a uniform grey
+
+
+def test_precision_says_what_auto_became():
+    from cifarlab.report.runs import _precision
+
+    assert _precision("off", "auto") == "fp32 (train.amp=auto)"  # auto on a CPU without bf16 in hardware
+    assert _precision("bf16", "auto") == "bf16 autocast (train.amp=auto)"
+    assert _precision("bf16", "bf16") == "bf16 autocast" and _precision("off", "off") == "fp32"

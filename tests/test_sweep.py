@@ -114,6 +114,8 @@ def test_base_preset_overrides_and_scales():
     quick = expand(parse_spec(raw))
     assert quick[0].cfg.optim.lr == 0.01 and quick[0].cfg.train.epochs == 3 and quick[0].cfg.data.subset == 1000
     assert quick[0].cfg.optim.nesterov is True  # from the quick preset
+    assert quick[0].cfg.preset == "quick_cnn"  # recorded, as `cifarlab train --preset` records it (report: settings)
+    assert expand(parse_spec({**raw, "base": {"preset": "fast-cpu"}}))[0].cfg.preset == "fast_cpu"
     full = expand(parse_spec(raw, scale="full"))
     assert full[0].cfg.train.epochs == 30 and full[0].cfg.data.subset is None
     assert sweep_dir_for(parse_spec(raw), "o").name == "s-quick"  # scales never share a folder

@@ -303,8 +303,8 @@ def sweep_items(sweep_dir: str | Path) -> list[dict[str, Any]]:
     spec = read_spec(sweep_dir)
     if spec:
         items += [text(f"{key.capitalize()}: {spec[key]}") for key in ("description", "reference") if spec.get(key)]
-        items.append(text(f"Scale: {spec.get('scale') or 'as in base'}; seeds: {spec.get('seeds')}; "
-                          f"{len(variants)} variants, {len(records)} runs."))
+        counts = f"{len(variants)} variant{'s' * (len(variants) != 1)}, {len(records)} run{'s' * (len(records) != 1)}"
+        items.append(text(f"Scale: {spec.get('scale') or 'as in base'}; seeds: {spec.get('seeds')}; {counts}."))
     best = best_variant(variants)
     if best is not None:
         items.append(text(f"Best variant by mean final validation accuracy: {best.variant} "

@@ -182,7 +182,7 @@ def confusion_figure(runs: list[RunRecord], label: str, why: str) -> FigureOut |
     fig = new_figure(12, 5.4)
     draw_confusion(fig, conf, per_class, classes)
     fig.suptitle(f"Test confusion and per-class accuracy: {label}", fontsize=SUPTITLE_SIZE)
-    caption = (f"Test confusion matrix (rows: true class, normalised to 1; summed over {len(ok)} seed"
+    caption = (f"Test confusion matrix (rows: true class, in % of it; summed over {len(ok)} seed"
                f"{'s' if len(ok) != 1 else ''}) and per-class test accuracy (mean over seeds) of {label}. {why}")
     return FigureOut("confusion", f"Confusion matrix and per-class accuracy: {label}", caption, png_bytes(fig))
 

@@ -127,8 +127,8 @@ def _resolve_base(base: Any) -> dict[str, Any]:
     base = dict(base)
     merged: dict[str, Any] = {}
     preset = base.pop("preset", None)
-    if preset:
-        merged = preset_dict(str(preset))
+    if preset:  # recorded in each run's config, as `cifarlab train --preset` records it (one spelling)
+        merged = {**preset_dict(str(preset)), "preset": str(preset).replace("-", "_")}
     overrides = base.pop("overrides", None)
     merged = deep_merge(merged, dotted_to_nested(base))
     if isinstance(overrides, list):

@@ -201,7 +201,7 @@ RUN_CAPTIONS = {
     "convergence": "Training and validation loss and accuracy per epoch of this run (1 run, so no band; "
                    "validation: the held-out split carved from the training set).",
     "lr": "Learning rate at every optimizer step of this run (from steps.csv).",
-    "confusion": "Test confusion matrix of this run (rows: true class, normalised to 1) and its per-class "
+    "confusion": "Test confusion matrix of this run (rows: true class, in % of it) and its per-class "
                  "test accuracy (1 run).",
 }
 

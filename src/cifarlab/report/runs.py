@@ -92,6 +92,13 @@ def _images(run: Run) -> str:
     return "- (known when the run finishes)"
 
 
+def _precision(resolved: str, configured: Any) -> str:
+    """What the run computed in (as resolved on its machine) and what the config asked for: ``auto`` may mean
+    bf16 on one CPU and fp32 on the next."""
+    what = "fp32" if resolved == "off" else f"{resolved} autocast"
+    return f"{what} (train.amp=auto)" if configured == "auto" and resolved != "auto" else what
+
+
 def settings_rows(run: Run) -> list[list[str]]:
     """What a reader needs to tell a 1-epoch smoke run from the real one."""
     s, g = run.summary, run.get
@@ -108,7 +115,7 @@ def settings_rows(run: Run) -> list[list[str]]:
         ["batch size", batch],
         ["optimizer", f"{g('optim.name')}, lr {g('optim.lr')}, weight decay {g('optim.weight_decay')}"],
         ["schedule", f"{g('sched.name')}" + (f", warm-up {warmup} epochs" if warmup else "")],
-        ["amp", str(s.get("amp", run.env.get("amp", g("train.amp"))))],  # as resolved on the machine
+        ["precision", _precision(str(s.get("amp", run.env.get("amp", g("train.amp")))), g("train.amp"))],
         ["device", str(s.get("device", run.env.get("device", g("train.device"))))],
         ["seed", str(g("train.seed"))],
     ]

@@ -31,7 +31,7 @@ FIGURES: list[tuple[str, str, str]] = [
     ("mistakes.png", "Most confident mistakes", "Test images the model gets wrong with the highest confidence."),
     ("confusion.png", "Confusion matrix and per-class accuracy of the explained weights", "On the test split, "
      "recomputed by explain from the explained checkpoint (no test-time augmentation): rows are true classes, "
-     "normalised to 1."),
+     "each in % of its images."),
     ("surface_1d.png", "Loss along a random direction (1-D)", "Li et al. 2018: cross-entropy (eval mode, training "
      "batches) at w + α d with d filter-normalised; α = 0 is the trained model."),
     ("surface_2d_contour.png", "Loss surface (2-D contour)", "Loss at w + α d1 + β d2 over two filter-normalised "
