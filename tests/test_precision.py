@@ -89,3 +89,21 @@ def test_autocast_context_off_is_a_no_op() -> None:
         assert not torch.is_autocast_enabled("cpu")
     with autocast_context(cfg_with("train.amp=bf16"), CPU)():
         assert torch.is_autocast_enabled("cpu")
+
+
+def test_git_commit_is_the_checkout_the_process_loaded(tmp_path) -> None:
+    """Read once per process (a sweep's runs keep the commit of the code it imported, even if HEAD moves), with
+    ``-dirty`` when tracked files differ: env.json said a later commit for a sweep's later runs before."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(environment.__file__).resolve().parents[3]
+    if not (repo / ".git").exists():
+        pytest.skip("cifarlab is not run from a git checkout here")
+    describe = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=repo,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    environment._git_commit.cache_clear()
+    assert environment.environment_info()["git_commit"] == describe
+    calls = environment._git_commit.cache_info().hits
+    environment.environment_info()
+    assert environment._git_commit.cache_info().hits == calls + 1  # the second run did not ask git again

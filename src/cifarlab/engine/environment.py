@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -73,10 +74,13 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
 
 
+@functools.cache
 def _git_commit() -> str | None:
+    """The commit of the checkout this process runs from, read once: a sweep's later runs keep the commit of the
+    code it loaded, even if HEAD moves meanwhile; ``-dirty`` when tracked files differ from it."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
             cwd=Path(cifarlab_version.__file__).parent,
             capture_output=True,
             text=True,
