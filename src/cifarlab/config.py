@@ -554,9 +554,14 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def preset_name(name: str) -> str:
+    """The one spelling of a preset name, as `cifarlab presets` lists it: fast-cpu and fast_cpu are one preset."""
+    return name.replace("-", "_")
+
+
 def preset_dict(name: str) -> dict[str, Any]:
     folder = resources.files("cifarlab") / "presets"
-    path = folder / f"{name.replace('-', '_')}.yaml"  # fast-cpu and fast_cpu name the same preset
+    path = folder / f"{preset_name(name)}.yaml"
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not path.is_file():
         raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(list_presets())} (a preset is a "
                           "shipped name; pass your own YAML file with -c FILE)")
@@ -601,7 +606,7 @@ def load_config(
     merged = merge_layer(merged, *(parse_override(text) for text in overrides or []), log=log)
     cfg = validate(build_section(RunConfig, merged))
     if preset and not cfg.preset:
-        cfg.preset = preset.replace("-", "_")  # one spelling, as `cifarlab presets` lists them
+        cfg.preset = preset_name(preset)
     return cfg
 
 

@@ -26,7 +26,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cifarlab.config import RunConfig, build_section, config_from_dict, deep_merge, preset_dict, read_yaml, to_dict
+from cifarlab.config import (
+    RunConfig,
+    build_section,
+    config_from_dict,
+    deep_merge,
+    preset_dict,
+    preset_name,
+    read_yaml,
+    to_dict,
+)
 from cifarlab.engine.rundir import RunLock, comparable, remove_stale_temporaries
 from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.io import atomic_write_json, atomic_write_yaml, write_csv
@@ -128,7 +137,7 @@ def _resolve_base(base: Any) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     preset = base.pop("preset", None)
     if preset:  # recorded in each run's config, as `cifarlab train --preset` records it (one spelling)
-        merged = {**preset_dict(str(preset)), "preset": str(preset).replace("-", "_")}
+        merged = {**preset_dict(str(preset)), "preset": preset_name(str(preset))}
     overrides = base.pop("overrides", None)
     merged = deep_merge(merged, dotted_to_nested(base))
     if isinstance(overrides, list):
