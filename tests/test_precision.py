@@ -37,12 +37,32 @@ def test_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool
         assert resolve_amp(explicit, CPU) == explicit
 
 
-def test_cpu_flags_are_read_from_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+@pytest.fixture
+def fresh_cpu_flags():
+    """cpu_flags is cached per process: read a patched /proc/cpuinfo afresh, and forget it afterwards."""
+    environment.cpu_flags.cache_clear()
+    yield
+    environment.cpu_flags.cache_clear()
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo_once(monkeypatch: pytest.MonkeyPatch, tmp_path,
+                                                    fresh_cpu_flags) -> None:
     fake = tmp_path / "cpuinfo"
     fake.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512_bf16 sha_ni\n")
-    real_path = environment.Path
-    monkeypatch.setattr(environment, "Path", lambda p: real_path(fake) if p == "/proc/cpuinfo" else real_path(p))
+    real_path, reads = environment.Path, []
+
+    def patched(p):
+        if p == "/proc/cpuinfo":
+            reads.append(p)
+            return real_path(fake)
+        return real_path(p)
+
+    monkeypatch.setattr(environment, "Path", patched)
     assert environment.cpu_flags() == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    for _ in range(3):
+        resolve_amp("auto", CPU)
+    assert environment.cpu_flags() == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    assert len(reads) == 1
 
 
 def test_bf16_autocast_keeps_weights_statistics_loss_and_optimizer_state_fp32(tmp_path) -> None:

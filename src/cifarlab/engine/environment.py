@@ -51,8 +51,10 @@ def _cpu_model() -> str:
 TIMING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
+@functools.cache
 def cpu_flags() -> list[str]:
-    """The ``TIMING_FLAGS`` this CPU has (empty where /proc/cpuinfo does not exist)."""
+    """The ``TIMING_FLAGS`` this CPU has (empty where /proc/cpuinfo does not exist); read once per process, since
+    ``resolve_amp`` asks on every model build and evaluation."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
