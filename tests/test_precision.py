@@ -40,9 +40,9 @@ def test_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool
 @pytest.fixture
 def fresh_cpu_flags():
     """cpu_flags is cached per process: read a patched /proc/cpuinfo afresh, and forget it afterwards."""
-    environment.cpu_flags.cache_clear()
+    environment._read_cpu_flags.cache_clear()
     yield
-    environment.cpu_flags.cache_clear()
+    environment._read_cpu_flags.cache_clear()
 
 
 def test_cpu_flags_are_read_from_proc_cpuinfo_once(monkeypatch: pytest.MonkeyPatch, tmp_path,
@@ -58,6 +58,9 @@ def test_cpu_flags_are_read_from_proc_cpuinfo_once(monkeypatch: pytest.MonkeyPat
         return real_path(p)
 
     monkeypatch.setattr(environment, "Path", patched)
+    # torch's probes silent, as on older torch builds: resolve_amp falls back to the flags each time
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert environment.cpu_flags() == ["avx2", "fma", "avx512f", "avx512_bf16"]
     for _ in range(3):
         resolve_amp("auto", CPU)

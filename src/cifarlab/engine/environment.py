@@ -51,18 +51,23 @@ def _cpu_model() -> str:
 TIMING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
-@functools.cache
 def cpu_flags() -> list[str]:
-    """The ``TIMING_FLAGS`` this CPU has (empty where /proc/cpuinfo does not exist); read once per process, since
-    ``resolve_amp`` asks on every model build and evaluation."""
+    """The ``TIMING_FLAGS`` this CPU has (empty where /proc/cpuinfo does not exist); a fresh list each call."""
+    return list(_read_cpu_flags())
+
+
+@functools.cache
+def _read_cpu_flags() -> tuple[str, ...]:
+    """/proc/cpuinfo read once per process: ``resolve_amp`` asks on every model build and evaluation where
+    torch's own bf16 probes do not answer."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 have = set(line.split(":", 1)[1].split())
-                return [f for f in TIMING_FLAGS if f in have]
+                return tuple(f for f in TIMING_FLAGS if f in have)
     except OSError:
         pass
-    return []
+    return ()
 
 
 def cpu_has_native_bf16() -> bool:
